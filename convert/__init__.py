@@ -1,0 +1,1 @@
+"""Pipelines (bake, hf-to-gguf, export-onnx, verify, demo) and the click CLI."""

@@ -1,0 +1,93 @@
+"""The `longrope-convert` command: a lazy click group (no torch import at start-up) with one-line errors.
+
+Exit codes: 0 success, 1 verification mismatch, 2 bad usage or input, 3 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from longrope_convert.formats.errors import LongRopeError
+
+# verb -> "module:attribute"; each module is imported only when its verb (or --help) needs it.
+COMMANDS = {
+    "bake": "longrope_convert.convert.cmd_bake:bake",
+    "inspect": "longrope_convert.convert.cmd_inspect:inspect_cmd",
+    "demo": "longrope_convert.convert.cmd_demo:demo",
+}
+
+EXIT_INTERNAL = 3
+log = logging.getLogger("longrope_convert")
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return prefix + record.getMessage()
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    log.setLevel(level)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.version_option(package_name="longrope-convert")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+    """Bake searched LongRoPE factors into HF checkpoints, GGUF and ONNX, and prove parity."""
+    _configure_logging(verbose, quiet)
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="longrope-convert", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was written at the output path", err=True)
+        sys.exit(130)
+    except LongRopeError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug, not bad input: still one line unless --debug
+        if debug:
+            raise
+        text = " ".join(str(exc).split())[:300]
+        click.echo(f"error: internal error {type(exc).__name__}: {text} (rerun with --debug for a traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(0)

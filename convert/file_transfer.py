@@ -1,0 +1,49 @@
+"""Carry files into an output folder unchanged: hard-link when the filesystem allows, else copy with progress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+COPY_CHUNK = 16 * 1024 * 1024
+
+
+def link_or_copy_all(files: list[Path], dest_dir: Path, desc: str = "weights") -> str:
+    """Place each file in `dest_dir` under its own name; returns 'hard-linked', 'copied' or 'mixed'."""
+    modes = set()
+    total = sum(f.stat().st_size for f in files)
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None, leave=False) as bar:
+        for f in files:
+            modes.add(_link_or_copy(f, dest_dir / f.name, bar))
+    return modes.pop() if len(modes) == 1 else "mixed"
+
+
+def _link_or_copy(src: Path, dst: Path, bar: tqdm) -> str:
+    try:
+        os.link(src, dst)
+        bar.update(src.stat().st_size)
+        return "hard-linked"
+    except OSError:
+        pass
+    with src.open("rb") as fi, dst.open("wb") as fo:
+        while chunk := fi.read(COPY_CHUNK):
+            fo.write(chunk)
+            bar.update(len(chunk))
+    shutil.copystat(src, dst)
+    return "copied"
+
+
+def copy_small_files(src_dir: Path, names: tuple[str, ...], dest_dir: Path) -> list[str]:
+    """Copy the named companion files that exist (tokenizer, generation config, licence)."""
+    copied = []
+    for name in names:
+        f = src_dir / name
+        if f.is_file():
+            shutil.copy2(f, dest_dir / name)
+            copied.append(name)
+    return copied

@@ -1,0 +1,205 @@
+"""HF config.json: model geometry, reading a LongRoPE spec, and writing one that loads alike in 4.x and 5.x.
+
+Layout rules (FACTS.md, checked on transformers 4.51/4.57/5.23):
+- LLaMA/Mistral/Qwen2: rope_scaling {rope_type, type, short_factor, long_factor, original_max_position_embeddings,
+  factor (+attention_factor)} plus top-level rope_theta, original_max_position_embeddings, max_position_embeddings,
+  head_dim. 4.x reads only the top-level L_orig; Mistral on 4.x crashes without head_dim.
+- Phi-3: rope_scaling exactly {type, short_factor, long_factor}; 4.x rejects other keys.
+- A `rope_parameters` mirror (5.x's name) beside rope_scaling is harmless in both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .architectures import Architecture, architecture_for
+from .errors import ConfigError, SpecError
+from .json_io import read_json
+from .spec import LongRopeSpec, default_attention_factor, rotary_dim_for
+
+LONGROPE_TYPES = ("longrope", "su")  # "su" is the legacy name of the same scheme
+DEFAULT_ROPE_THETA = 10000.0
+
+
+def read_config(path: str | Path) -> dict:
+    """Load config.json (or a folder holding one) as a dict, with one-line errors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    config = read_json(path, ConfigError)
+    if not isinstance(config, dict):
+        raise ConfigError("expected a JSON object at the top level", path)
+    return config
+
+
+def rope_dict(config: dict) -> dict | None:
+    """The rope scaling dict, whichever name it is stored under (5.x `rope_parameters` first)."""
+    for key in ("rope_parameters", "rope_scaling"):
+        value = config.get(key)
+        if isinstance(value, dict) and _rope_type(value) is not None:
+            return value
+    return None
+
+
+def _rope_type(d: dict) -> str | None:
+    return d.get("rope_type") or d.get("type")
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """The shapes a decoder needs, derived from config.json the way transformers derives them."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    rms_norm_eps: float
+    partial_rotary_factor: float
+    tie_word_embeddings: bool
+    attention_bias: bool
+    mlp_bias: bool
+
+    @property
+    def rotary_dim(self) -> int:
+        return rotary_dim_for(self.head_dim, self.partial_rotary_factor)
+
+    @property
+    def rotary_dim_derivation(self) -> str:
+        text = f"head_dim {self.head_dim}"
+        if self.partial_rotary_factor != 1.0:
+            text += f" x partial_rotary_factor {self.partial_rotary_factor}"
+        return f"rotary dim {self.rotary_dim} from {text}"
+
+
+def geometry(config: dict, source: str = "config.json") -> ModelGeometry:
+    """Read the model's shapes; missing or non-numeric keys give a ConfigError naming the key."""
+    hidden = _int(config, "hidden_size", source)
+    heads = _int(config, "num_attention_heads", source)
+    head_dim = config.get("head_dim") or (hidden // heads)
+    rope = rope_dict(config) or {}
+    partial = config.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))
+    return ModelGeometry(
+        hidden_size=hidden,
+        num_layers=_int(config, "num_hidden_layers", source),
+        num_heads=heads,
+        num_kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(head_dim),
+        intermediate_size=_int(config, "intermediate_size", source),
+        vocab_size=_int(config, "vocab_size", source),
+        rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+        partial_rotary_factor=float(partial),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        attention_bias=bool(config.get("attention_bias", False)),
+        mlp_bias=bool(config.get("mlp_bias", False)),
+    )
+
+
+def _int(config: dict, key: str, source: str) -> int:
+    value = config.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"'{key}' must be a positive integer, got {value!r}", source)
+    return value
+
+
+def rope_theta(config: dict) -> float:
+    rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
+    return float(config.get("rope_theta") or rope.get("rope_theta") or DEFAULT_ROPE_THETA)
+
+
+def original_max_positions(config: dict) -> int | None:
+    """L_orig: top level (Phi-3, LongRoPE2, our writer) or inside the rope dict."""
+    rope = rope_dict(config) or {}
+    value = config.get("original_max_position_embeddings") or rope.get("original_max_position_embeddings")
+    return int(value) if value else None
+
+
+def spec_from_config(config: dict, source: str = "config.json") -> LongRopeSpec | None:
+    """The LongRoPE spec a config describes, or None when its rope is not longrope/su."""
+    rope = rope_dict(config)
+    if rope is None or _rope_type(rope) not in LONGROPE_TYPES:
+        return None
+    geo = geometry(config, source)
+    l_orig = original_max_positions(config)
+    if l_orig is None:
+        raise ConfigError("longrope config has no original_max_position_embeddings", source)
+    max_pos = int(config.get("max_position_embeddings") or l_orig)
+    explicit = rope.get("attention_factor")
+    factor = rope.get("factor")
+    if explicit is None and factor and not math.isclose(float(factor), max_pos / l_orig, rel_tol=1e-9):
+        # transformers derives mscale from `factor` when present: keep that behaviour explicit.
+        explicit = default_attention_factor(float(factor), l_orig)
+    try:
+        return LongRopeSpec(
+            long_factor=tuple(rope.get("long_factor") or ()),
+            short_factor=tuple(rope.get("short_factor") or ()),
+            original_max_position_embeddings=l_orig,
+            max_position_embeddings=max_pos,
+            rope_theta=rope_theta(config),
+            rotary_dim=geo.rotary_dim,
+            explicit_attention_factor=float(explicit) if explicit is not None else None,
+            rotary_dim_source=geo.rotary_dim_derivation,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"longrope factors are not numbers ({exc})", source) from None
+    except SpecError as exc:
+        raise ConfigError(str(exc), source) from None
+
+
+def longrope_config(config: dict, spec: LongRopeSpec, source: str = "config.json") -> dict:
+    """A copy of `config` carrying `spec` in the layout that loads alike in transformers 4.51+ and 5.x."""
+    arch = architecture_for(config, source)
+    out = {k: v for k, v in config.items() if k not in ("rope_scaling", "rope_parameters")}
+    out["rope_theta"] = spec.rope_theta
+    out["max_position_embeddings"] = spec.max_position_embeddings
+    out["original_max_position_embeddings"] = spec.original_max_position_embeddings
+    geo = geometry(config, source)
+    if geo.partial_rotary_factor != 1.0:
+        out["partial_rotary_factor"] = geo.partial_rotary_factor
+    out["rope_scaling"] = _rope_scaling(arch, spec)
+    if arch.config_style == "llama":
+        out["head_dim"] = geo.head_dim
+    out["rope_parameters"] = _rope_parameters(spec)
+    return out
+
+
+def _rope_scaling(arch: Architecture, spec: LongRopeSpec) -> dict[str, Any]:
+    if arch.config_style == "phi3":
+        if spec.explicit_attention_factor is not None and not math.isclose(
+            spec.explicit_attention_factor, spec.attention_factor_default, rel_tol=1e-12
+        ):
+            raise SpecError(
+                f"{arch.hf_class} configs cannot carry an explicit attention factor that transformers 4.x reads "
+                f"(got {spec.explicit_attention_factor}, default {spec.attention_factor_default}); omit it"
+            )
+        return {"type": "longrope", "short_factor": list(spec.short_factor), "long_factor": list(spec.long_factor)}
+    scaling: dict[str, Any] = {
+        "rope_type": "longrope",
+        "type": "longrope",
+        "short_factor": list(spec.short_factor),
+        "long_factor": list(spec.long_factor),
+        "original_max_position_embeddings": spec.original_max_position_embeddings,
+        "factor": spec.scale,
+    }
+    if spec.explicit_attention_factor is not None:
+        scaling["attention_factor"] = spec.explicit_attention_factor
+    return scaling
+
+
+def _rope_parameters(spec: LongRopeSpec) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "rope_type": "longrope",
+        "rope_theta": spec.rope_theta,
+        "short_factor": list(spec.short_factor),
+        "long_factor": list(spec.long_factor),
+        "original_max_position_embeddings": spec.original_max_position_embeddings,
+        "factor": spec.scale,
+    }
+    if spec.explicit_attention_factor is not None:
+        params["attention_factor"] = spec.explicit_attention_factor
+    return params

@@ -1,0 +1,115 @@
+"""Assemble a LongRopeSpec from what a user hands over: a source config, factor files and numbers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import FactorFileError, SpecError
+from .factor_files import read_factor_file, validate_factors, warn_on_unusual
+from .factor_set import FactorSet
+from .hf_config import geometry, original_max_positions, rope_theta, spec_from_config
+from .spec import LongRopeSpec, plain_factors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpecRequest:
+    """The options of `bake` (and of converters taking raw factors); None means 'from the source config'."""
+
+    long_factors: Path | None = None
+    short_factors: Path | None = None
+    original_max_position_embeddings: int | None = None
+    max_position_embeddings: int | None = None
+    attention_factor: float | None = None
+    strip_search_prefix: bool = False
+
+
+def spec_for_checkpoint(config: dict, request: SpecRequest, source: str = "config.json") -> tuple[LongRopeSpec, list[str]]:
+    """The spec to bake: factors from files (or the config when it already is longrope), numbers from options
+    or the config. Returns the spec and the warnings raised about unusual values."""
+    geo = geometry(config, source)
+    existing = spec_from_config(config, source)
+    l_orig = _default_l_orig(config, existing, request, source)
+    max_pos = request.max_position_embeddings or int(config.get("max_position_embeddings") or 0)
+    if max_pos <= l_orig and request.max_position_embeddings is None:
+        raise SpecError(
+            f"max_position_embeddings ({max_pos}) does not extend L_orig ({l_orig}): pass --max-position-embeddings"
+        )
+    long, short, start_tokens = _factor_vectors(request, existing, geo.rotary_dim, geo.rotary_dim_derivation)
+    attention = request.attention_factor
+    if attention is None and existing is not None and request.long_factors is None:
+        attention = existing.explicit_attention_factor
+    spec = LongRopeSpec(
+        long_factor=long,
+        short_factor=short,
+        original_max_position_embeddings=int(l_orig),
+        max_position_embeddings=int(max_pos),
+        rope_theta=rope_theta(config),
+        rotary_dim=geo.rotary_dim,
+        explicit_attention_factor=attention,
+        start_tokens=start_tokens,
+        rotary_dim_source=geo.rotary_dim_derivation,
+    )
+    warnings = []
+    for which, path in ((FactorSet.LONG, request.long_factors), (FactorSet.SHORT, request.short_factors)):
+        warnings += warn_on_unusual(spec.factors(which), str(path or source), f"{which.value} factors", spec.scale)
+    return spec, warnings
+
+
+def _default_l_orig(config: dict, existing: LongRopeSpec | None, request: SpecRequest, source: str) -> int:
+    """Option first, then the config's L_orig; a plain-RoPE config's max_position_embeddings is its L_orig."""
+    if request.original_max_position_embeddings:
+        return request.original_max_position_embeddings
+    if existing is not None:
+        return existing.original_max_position_embeddings
+    l_orig = original_max_positions(config)
+    if l_orig:
+        return l_orig
+    plain_max = config.get("max_position_embeddings")
+    if isinstance(plain_max, int) and plain_max > 0 and request.max_position_embeddings:
+        log.info("L_orig = %d from the plain-RoPE source's max_position_embeddings", plain_max)
+        return plain_max
+    raise SpecError(f"{source} has no original_max_position_embeddings: pass --original-max-position-embeddings")
+
+
+def _factor_vectors(request: SpecRequest, existing: LongRopeSpec | None, rotary_dim: int, derivation: str):
+    half = rotary_dim // 2
+    if request.long_factors is None:
+        if existing is None:
+            raise FactorFileError("no --long-factors given and the source config is not longrope")
+        short = existing.short_factor
+        if request.short_factors is not None:
+            short = _load(request.short_factors, FactorSet.SHORT, half, derivation, request).values
+        return existing.long_factor, short, existing.start_tokens
+    long_contents = read_factor_file(request.long_factors)
+    long = _check(long_contents.vector_for(FactorSet.LONG), request.long_factors, FactorSet.LONG, half, derivation, request)
+    if request.short_factors is not None:
+        short = _load(request.short_factors, FactorSet.SHORT, half, derivation, request).values
+    elif long_contents.unnamed is None and long_contents.short is not None:
+        short = _check(long_contents.short, request.long_factors, FactorSet.SHORT, half, derivation, request).values
+        log.info("short factors taken from %s as well", request.long_factors)
+    else:
+        short = plain_factors(rotary_dim)
+    return long.values, short, long.start_tokens
+
+
+def _load(path: Path, which: FactorSet, half: int, derivation: str, request: SpecRequest):
+    return _check(read_factor_file(path).vector_for(which), path, which, half, derivation, request)
+
+
+def _check(values, path: Path, which: FactorSet, half: int, derivation: str, request: SpecRequest):
+    if values is None:
+        raise FactorFileError(f"holds no {which.value}_factor", path)
+    return validate_factors(values, str(path), half, derivation, request.strip_search_prefix)
+
+
+def without_start_tokens(spec: LongRopeSpec) -> LongRopeSpec:
+    """HF configs, GGUF and ONNX runtimes cannot express n_hat: the shipped spec drops it (with a warning)."""
+    if spec.start_tokens:
+        log.warning(
+            "n_hat = %d start tokens cannot be expressed in HF configs, GGUF or ONNX; they are dropped", spec.start_tokens
+        )
+    return replace(spec, start_tokens=0)

@@ -1,0 +1,1 @@
+"""Reference forward, runtime runners and comparison: the proof that artifacts are right."""

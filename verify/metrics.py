@@ -1,0 +1,51 @@
+"""Logit comparison metrics: max abs difference, relative L2, KL(reference || target), top-1 agreement.
+
+Computed chunk by chunk over positions, so all positions x vocabulary never sit in float32 at once twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+CHUNK_POSITIONS = 1024
+
+
+@dataclass(frozen=True)
+class LogitComparison:
+    max_abs_diff: float
+    relative_l2: float
+    mean_kl: float
+    top1_agreement: float
+    positions: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_logits(reference: torch.Tensor, target: torch.Tensor) -> LogitComparison:
+    """Compare [.., T, V] logits; both are flattened to positions x vocab and processed in chunks."""
+    ref = reference.reshape(-1, reference.shape[-1])
+    tgt = target.reshape(-1, target.shape[-1])
+    if ref.shape != tgt.shape:
+        raise ValueError(f"logit shapes differ: reference {tuple(ref.shape)} vs target {tuple(tgt.shape)}")
+    max_abs, diff_sq, ref_sq, kl_sum, agree = 0.0, 0.0, 0.0, 0.0, 0
+    for start in range(0, ref.shape[0], CHUNK_POSITIONS):
+        r = ref[start : start + CHUNK_POSITIONS].to(torch.float64)
+        t = tgt[start : start + CHUNK_POSITIONS].to(device=r.device, dtype=torch.float64)
+        d = r - t
+        max_abs = max(max_abs, d.abs().max().item())
+        diff_sq += d.pow(2).sum().item()
+        ref_sq += r.pow(2).sum().item()
+        log_p, log_q = torch.log_softmax(r, -1), torch.log_softmax(t, -1)
+        kl_sum += (log_p.exp() * (log_p - log_q)).sum().item()
+        agree += (r.argmax(-1) == t.argmax(-1)).sum().item()
+    n = ref.shape[0]
+    return LogitComparison(
+        max_abs_diff=max_abs,
+        relative_l2=(diff_sq**0.5) / max(ref_sq**0.5, 1e-30),
+        mean_kl=kl_sum / n,
+        top1_agreement=agree / n,
+        positions=n,
+    )

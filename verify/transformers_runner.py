@@ -1,0 +1,35 @@
+"""Run a checkpoint through transformers itself (the runtime users load from a hub), fresh each time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def load_transformers_model(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """A fresh AutoModelForCausalLM in eval mode; never trust_remote_code; eager attention for exactness."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"attn_implementation": "eager", "trust_remote_code": False}
+    major = int(transformers.__version__.split(".")[0])
+    kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    return model.to(device).eval()
+
+
+@torch.inference_mode()
+def transformers_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Logits of one full forward (no cache), positions 0..T-1."""
+    device = next(model.parameters()).device
+    return model(input_ids=input_ids.to(device), use_cache=False).logits
+
+
+def rotary_cos_sin(model, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cos/sin transformers' own rotary module produces for positions 0..length-1."""
+    rotary = model.model.rotary_emb
+    positions = torch.arange(length)[None, :]
+    dummy = torch.zeros(1, length, 1, dtype=torch.float32)
+    cos, sin = rotary(dummy, positions)
+    return cos[0], sin[0]
