@@ -18,6 +18,9 @@ COMMANDS = {
     "bake": "longrope_convert.convert.cmd_bake:bake",
     "inspect": "longrope_convert.convert.cmd_inspect:inspect_cmd",
     "demo": "longrope_convert.convert.cmd_demo:demo",
+    "hf-to-gguf": "longrope_convert.convert.cmd_hf_to_gguf:hf_to_gguf",
+    "export-onnx": "longrope_convert.convert.cmd_export_onnx:export_onnx",
+    "verify": "longrope_convert.convert.cmd_verify:verify",
 }
 
 EXIT_INTERNAL = 3

@@ -164,7 +164,7 @@ def longrope_config(config: dict, spec: LongRopeSpec, source: str = "config.json
     out["rope_scaling"] = _rope_scaling(arch, spec)
     if arch.config_style == "llama":
         out["head_dim"] = geo.head_dim
-    out["rope_parameters"] = _rope_parameters(spec)
+    out["rope_parameters"] = _rope_parameters(arch, spec)
     return out
 
 
@@ -191,15 +191,18 @@ def _rope_scaling(arch: Architecture, spec: LongRopeSpec) -> dict[str, Any]:
     return scaling
 
 
-def _rope_parameters(spec: LongRopeSpec) -> dict[str, Any]:
+def _rope_parameters(arch: Architecture, spec: LongRopeSpec) -> dict[str, Any]:
+    """5.x's name for the same dict. Phi-3 keeps L_orig at top level only (5.x warns when it is mirrored)."""
     params: dict[str, Any] = {
         "rope_type": "longrope",
         "rope_theta": spec.rope_theta,
         "short_factor": list(spec.short_factor),
         "long_factor": list(spec.long_factor),
-        "original_max_position_embeddings": spec.original_max_position_embeddings,
-        "factor": spec.scale,
     }
+    if arch.config_style == "phi3":
+        return params
+    params["original_max_position_embeddings"] = spec.original_max_position_embeddings
+    params["factor"] = spec.scale
     if spec.explicit_attention_factor is not None:
         params["attention_factor"] = spec.explicit_attention_factor
     return params

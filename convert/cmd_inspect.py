@@ -1,0 +1,29 @@
+"""`longrope-convert inspect`: print the LongRoPE spec of a checkpoint, GGUF, ONNX folder or factor file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="inspect")
+@click.argument("target", type=click.Path(path_type=Path, exists=True))
+@click.option("--plot", "png", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a PNG of long/short factors vs linear interpolation and NTK.")
+def inspect_cmd(target: Path, png: Path | None) -> None:
+    """Show the spec as a table: factors, attention factor, switch point, effective wavelengths."""
+    from longrope_convert.formats.errors import LongRopeError
+
+    from .inspect_report import factor_file_report, plot_spec, read_any_spec, spec_report
+
+    spec = read_any_spec(target)
+    if spec is None:
+        click.echo(factor_file_report(target))
+        if png:
+            raise LongRopeError("--plot needs a checkpoint, GGUF or ONNX folder (a bare factor file has no scale)")
+        return
+    click.echo(spec_report(spec, str(target)))
+    if png:
+        plot_spec(spec, png)
+        click.echo(f"plot written to {png}")

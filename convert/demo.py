@@ -1,0 +1,76 @@
+"""The built-in demo: tiny seeded plain checkpoints -> example LongRoPE factors -> bake -> parity table.
+
+Nothing is downloaded: the checkpoints and factors are generated here, seeded, so every run prints the same table.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from longrope_convert.formats.architectures import ARCHITECTURES
+from longrope_convert.formats.errors import OutputPathError
+from longrope_convert.formats.example_factors import example_long_factors, example_short_factors
+from longrope_convert.formats.spec_inputs import SpecRequest
+from longrope_convert.formats.tiny_checkpoint import TinyShape, write_tiny_checkpoint
+
+from .bake import bake_checkpoint
+
+log = logging.getLogger(__name__)
+
+SENTINEL = ".longrope-demo"
+DEMO_L_ORIG = 256
+DEMO_MAX = 1024
+# (HF class, partial rotary factor): Phi-3 runs with partial rotary to cover the Phi-4-mini layout too.
+DEMO_MODELS = (
+    ("LlamaForCausalLM", 1.0),
+    ("MistralForCausalLM", 1.0),
+    ("Qwen2ForCausalLM", 1.0),
+    ("Phi3ForCausalLM", 0.75),
+)
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    hf_class: str
+    plain: Path
+    baked: Path
+
+
+def prepare_workdir(workdir: Path) -> Path:
+    """Create the demo folder, replacing an earlier demo run but never a folder the demo did not make."""
+    if workdir.exists():
+        if not (workdir / SENTINEL).exists():
+            raise OutputPathError("exists and was not made by the demo; choose another --workdir", workdir)
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / SENTINEL).write_text("made by longrope-convert demo; safe to delete\n")
+    return workdir
+
+
+def write_example_factor_files(folder: Path, rotary_dim: int) -> tuple[Path, Path]:
+    """The bundled example factors, in the LongRoPE search's one-value-per-line layout."""
+    scale = DEMO_MAX / DEMO_L_ORIG
+    long_path, short_path = folder / "long_factors.csv", folder / "short_factors.csv"
+    long_path.write_text("".join(f"{v:.18e}\n" for v in example_long_factors(rotary_dim, scale)))
+    short_path.write_text("".join(f"{v:.18e}\n" for v in example_short_factors(rotary_dim)))
+    return long_path, short_path
+
+
+def build_demo_models(workdir: Path, hf_classes: tuple[str, ...] | None = None) -> list[DemoModel]:
+    """Plain tiny checkpoint + example factors + bake, for each demo architecture."""
+    models = []
+    for hf_class, partial in DEMO_MODELS:
+        if hf_classes and hf_class not in hf_classes:
+            continue
+        arch = ARCHITECTURES[hf_class]
+        shape = TinyShape(original_max_position_embeddings=DEMO_L_ORIG, partial_rotary_factor=partial)
+        base = workdir / arch.model_type
+        plain = write_tiny_checkpoint(base / "plain", hf_class, shape, seed=1234)
+        long_path, short_path = write_example_factor_files(base, int(shape.head_dim * partial))
+        request = SpecRequest(long_factors=long_path, short_factors=short_path, max_position_embeddings=DEMO_MAX)
+        baked = bake_checkpoint(plain, base / "longrope", request).output
+        models.append(DemoModel(hf_class, plain, baked))
+    return models

@@ -1,0 +1,124 @@
+"""`inspect`: read a LongRoPE spec from whatever the user points at, and render it as a table or a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from longrope_convert.formats.errors import LongRopeError
+from longrope_convert.formats.factor_files import read_factor_file
+from longrope_convert.formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
+from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.spec import LongRopeSpec
+
+
+class NotLongRopeError(LongRopeError):
+    """The input holds no LongRoPE spec."""
+
+
+def _spec_from_checkpoint(path: Path) -> LongRopeSpec:
+    spec = spec_from_config(read_config(path), str(path))
+    if spec is None:
+        raise NotLongRopeError("config.json has no longrope rope_scaling/rope_parameters", path)
+    return spec
+
+
+def _spec_from_gguf(path: Path) -> LongRopeSpec:
+    from longrope_convert.formats.gguf_spec import read_gguf_spec
+
+    spec = read_gguf_spec(path)
+    if spec is None:
+        raise NotLongRopeError("GGUF carries no LongRoPE factors", path)
+    return spec
+
+
+def _spec_from_onnx(path: Path) -> LongRopeSpec:
+    from longrope_convert.formats.onnx_metadata import read_onnx_spec
+
+    spec = read_onnx_spec(path)
+    if spec is None:
+        raise NotLongRopeError("ONNX model carries no LongRoPE metadata", path)
+    return spec
+
+
+# How to read each kind of input; the first whose test matches wins. Factor files are the fallback.
+SPEC_READERS = (
+    (lambda p: p.is_dir() and (p / "config.json").is_file(), _spec_from_checkpoint),
+    (lambda p: p.suffix.lower() == ".gguf", _spec_from_gguf),
+    (lambda p: p.is_dir() and any(p.glob("*.onnx")), _spec_from_onnx),
+    (lambda p: p.suffix.lower() == ".onnx", _spec_from_onnx),
+)
+
+
+def read_any_spec(path: Path) -> LongRopeSpec | None:
+    """The spec stored in a checkpoint folder, GGUF or ONNX; None for a bare factor file."""
+    for matches, reader in SPEC_READERS:
+        if matches(path):
+            return reader(path)
+    return None
+
+
+def factor_file_report(path: Path) -> str:
+    contents = read_factor_file(path)
+    lines = [f"factor file {path}"]
+    for label, values in (("values", contents.unnamed), ("long_factor", contents.long), ("short_factor", contents.short)):
+        if values is not None:
+            lines.append(f"{label}: {len(values)} entries (rotary dim {2 * len(values)}), "
+                         f"min {min(values):.6g}, max {max(values):.6g}")
+            lines.append("  " + ", ".join(f"{v:.6g}" for v in values))
+    return "\n".join(lines)
+
+
+def spec_report(spec: LongRopeSpec, source: str) -> str:
+    """Header facts plus one row per rotary pair: factors and effective wavelengths (tokens)."""
+    l_orig = spec.original_max_position_embeddings
+    af_kind = "explicit" if spec.explicit_attention_factor is not None else "default sqrt(1 + ln s / ln L_orig)"
+    head = [
+        f"LongRoPE spec from {source}",
+        f"  L_orig {l_orig}, max_position_embeddings {spec.max_position_embeddings}, scale s {spec.scale:.6g}",
+        f"  rope_theta {spec.rope_theta:g}, rotary dim {spec.rotary_dim} ({spec.rotary_dim // 2} factors per set)",
+        f"  attention factor {spec.attention_factor:.10g} ({af_kind})",
+        f"  switch: transformers/ONNX use long iff positions > {l_orig}; llama.cpp iff n_ctx "
+        f"(rounded up to {LLAMA_CPP_CTX_GRANULARITY}) > {l_orig}",
+    ]
+    if spec.start_tokens:
+        head.append(f"  n_hat start tokens {spec.start_tokens} (not expressible in HF/GGUF/ONNX)")
+    rows = [f"{'i':>4} {'short':>10} {'long':>10} {'wavelen plain':>14} {'wavelen short':>14} {'wavelen long':>14}"]
+    plain = spec.rope_wavelengths(None)
+    short = spec.rope_wavelengths(FactorSet.SHORT)
+    long = spec.rope_wavelengths(FactorSet.LONG)
+    for i in range(spec.rotary_dim // 2):
+        rows.append(f"{i:>4} {spec.short_factor[i]:>10.5g} {spec.long_factor[i]:>10.5g} "
+                    f"{plain[i]:>14.6g} {short[i]:>14.6g} {long[i]:>14.6g}")
+    return "\n".join(head + [""] + rows)
+
+
+def ntk_factors(spec: LongRopeSpec) -> list[float]:
+    """NTK-aware scaling expressed as per-dim factors: s^(2i/(d-2))."""
+    d = spec.rotary_dim
+    return [spec.scale ** (2 * i / max(d - 2, 1)) for i in range(d // 2)]
+
+
+def plot_spec(spec: LongRopeSpec, png: Path) -> None:
+    """Long and short factors against linear interpolation (s everywhere) and NTK, log scale."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LongRopeError("--plot needs matplotlib: pip install 'longrope-convert[plot]'") from None
+    dims = list(range(spec.rotary_dim // 2))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(dims, spec.long_factor, "o-", label="long (searched)")
+    ax.plot(dims, spec.short_factor, "s-", label="short (searched)")
+    ax.plot(dims, [spec.scale] * len(dims), "--", label=f"linear interpolation (s={spec.scale:g})")
+    ax.plot(dims, ntk_factors(spec), ":", label="NTK-aware")
+    ax.set_yscale("log" if max(spec.long_factor) / max(min(spec.long_factor), 1e-9) > 20 else "linear")
+    ax.set_xlabel("rotary pair i (higher = lower frequency)")
+    ax.set_ylabel("factor (frequency divisor)")
+    ax.set_title(f"LongRoPE factors: L_orig {spec.original_max_position_embeddings} -> {spec.max_position_embeddings}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
