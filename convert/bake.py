@@ -30,7 +30,9 @@ class BakeResult:
     warnings: list[str]
 
 
-def bake_checkpoint(src: Path, out: Path, request: SpecRequest, force: bool = False) -> BakeResult:
+def bake_checkpoint(
+    src: Path, out: Path, request: SpecRequest, force: bool = False, copy_weights: bool = False
+) -> BakeResult:
     """Validate everything first, then write into a temp folder renamed onto `out` at the end."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -48,7 +50,7 @@ def bake_checkpoint(src: Path, out: Path, request: SpecRequest, force: bool = Fa
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2) + "\n")
         if (src / INDEX_NAME).is_file():
             weights = weights + [src / INDEX_NAME]
-        mode = link_or_copy_all(weights, tmp)
+        mode = link_or_copy_all(weights, tmp, allow_links=not copy_weights)
         copied = copy_small_files(src, COMPANION_FILES, tmp)
         (tmp / "README.md").write_text(model_card(shipped, arch.hf_class, src.name, __version__))
     log.info("baked %s -> %s (%s, weights %s, %d companion files)", src, out, arch.hf_class, mode, len(copied))

@@ -13,23 +13,24 @@ log = logging.getLogger(__name__)
 COPY_CHUNK = 16 * 1024 * 1024
 
 
-def link_or_copy_all(files: list[Path], dest_dir: Path, desc: str = "weights") -> str:
+def link_or_copy_all(files: list[Path], dest_dir: Path, allow_links: bool = True, desc: str = "weights") -> str:
     """Place each file in `dest_dir` under its own name; returns 'hard-linked', 'copied' or 'mixed'."""
     modes = set()
     total = sum(f.stat().st_size for f in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None, leave=False) as bar:
         for f in files:
-            modes.add(_link_or_copy(f, dest_dir / f.name, bar))
+            modes.add(_link_or_copy(f, dest_dir / f.name, bar, allow_links))
     return modes.pop() if len(modes) == 1 else "mixed"
 
 
-def _link_or_copy(src: Path, dst: Path, bar: tqdm) -> str:
-    try:
-        os.link(src, dst)
-        bar.update(src.stat().st_size)
-        return "hard-linked"
-    except OSError:
-        pass
+def _link_or_copy(src: Path, dst: Path, bar: tqdm, allow_links: bool) -> str:
+    if allow_links:
+        try:
+            os.link(src, dst)
+            bar.update(src.stat().st_size)
+            return "hard-linked"
+        except OSError:
+            pass
     with src.open("rb") as fi, dst.open("wb") as fo:
         while chunk := fi.read(COPY_CHUNK):
             fo.write(chunk)

@@ -38,7 +38,7 @@ def check_output_path(out: Path, inputs: Sequence[Path], force: bool) -> None:
 @contextlib.contextmanager
 def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside `out`; on success it replaces `out`, on any failure it is removed."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}", dir=out.resolve().parent))
+    tmp = _make_temp(out, tempfile.mkdtemp)
     try:
         yield tmp
         _replace(tmp, out, force)
@@ -50,9 +50,7 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_output_file(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temp file path beside `out`; on success it is renamed onto `out`."""
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}{PARTIAL_MARK}", dir=out.resolve().parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _make_temp(out, _mkstemp_closed)
     try:
         yield tmp
         os.chmod(tmp, 0o644)
@@ -61,6 +59,20 @@ def atomic_output_file(out: Path, force: bool = False) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _mkstemp_closed(prefix: str, dir: Path) -> str:
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=dir)
+    os.close(fd)
+    return name
+
+
+def _make_temp(out: Path, make) -> Path:
+    """Create the temp file/folder beside `out`; an unwritable location is a user error, not a crash."""
+    try:
+        return Path(make(prefix=f".{out.name}{PARTIAL_MARK}", dir=out.resolve().parent))
+    except OSError as exc:
+        raise OutputPathError(f"cannot write beside the output ({exc.strerror})", out) from None
 
 
 def _replace(tmp: Path, out: Path, force: bool) -> None:

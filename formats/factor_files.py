@@ -20,7 +20,7 @@ from .factor_set import FactorSet
 
 log = logging.getLogger(__name__)
 
-MAX_FACTOR_FILE_BYTES = 4 * 1024 * 1024  # ~100k lines of %.18e; real files are a few KB
+MAX_FACTOR_FILE_BYTES = 1024 * 1024  # real files are 2-130 KB (a 100-layer x 64 matrix)
 MAX_VALUES = 65536
 
 

@@ -81,7 +81,7 @@ def test_missing_and_oversized_files(tmp_path):
         read_factor_file(tmp_path / "nope.txt")
     big = tmp_path / "big.txt"
     with big.open("w") as fh:
-        fh.write("1.0\n" * 1_100_000)
+        fh.write("1.0\n" * 300_000)
     with pytest.raises(FactorFileError, match="byte limit"):
         read_factor_file(big)
 
