@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from longrope_convert.formats.architectures import architecture_for
 from longrope_convert.formats.errors import LongRopeError
 from longrope_convert.formats.factor_files import read_factor_file
 from longrope_convert.formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
@@ -16,9 +17,12 @@ class NotLongRopeError(LongRopeError):
 
 
 def _spec_from_checkpoint(path: Path) -> LongRopeSpec:
-    spec = spec_from_config(read_config(path), str(path))
+    config_path = path / "config.json"
+    config = read_config(config_path)
+    architecture_for(config, str(config_path))
+    spec = spec_from_config(config, str(config_path))
     if spec is None:
-        raise NotLongRopeError("config.json has no longrope rope_scaling/rope_parameters", path)
+        raise NotLongRopeError("has no longrope rope_scaling/rope_parameters", config_path)
     return spec
 
 
@@ -54,6 +58,8 @@ def read_any_spec(path: Path) -> LongRopeSpec | None:
     for matches, reader in SPEC_READERS:
         if matches(path):
             return reader(path)
+    if path.is_dir():
+        raise LongRopeError("not found; the folder is neither a checkpoint nor an ONNX export", path / "config.json")
     return None
 
 

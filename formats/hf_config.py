@@ -10,6 +10,7 @@ Layout rules (FACTS.md, checked on transformers 4.51/4.57/5.23):
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from .architectures import Architecture, architecture_for
 from .errors import ConfigError, SpecError
 from .json_io import read_json
 from .spec import LongRopeSpec, default_attention_factor, rotary_dim_for
+
+log = logging.getLogger(__name__)
 
 LONGROPE_TYPES = ("longrope", "su")  # "su" is the legacy name of the same scheme
 DEFAULT_ROPE_THETA = 10000.0
@@ -154,7 +157,10 @@ def spec_from_config(config: dict, source: str = "config.json") -> LongRopeSpec 
 def longrope_config(config: dict, spec: LongRopeSpec, source: str = "config.json") -> dict:
     """A copy of `config` carrying `spec` in the layout that loads alike in transformers 4.51+ and 5.x."""
     arch = architecture_for(config, source)
-    out = {k: v for k, v in config.items() if k not in ("rope_scaling", "rope_parameters")}
+    out = {k: v for k, v in config.items() if k not in ("rope_scaling", "rope_parameters", "auto_map")}
+    if "auto_map" in config:
+        log.info("%s: dropped auto_map; the baked checkpoint uses transformers' built-in %s (no remote code)",
+                 source, arch.hf_class)
     out["rope_theta"] = spec.rope_theta
     out["max_position_embeddings"] = spec.max_position_embeddings
     out["original_max_position_embeddings"] = spec.original_max_position_embeddings

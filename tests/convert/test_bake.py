@@ -135,3 +135,20 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, plain):
     assert len(errors) == 1 and "long.csv" in errors[0] and "has 2 values, expected 8" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_remote_code_is_never_executed_nor_shipped(tmp_path, plain):
+    """A config pointing at custom code: bake drops auto_map and copies no .py; loading runs no remote code."""
+    from longrope_convert.verify.transformers_runner import load_transformers_model
+
+    marker = tmp_path / "remote-code-ran"
+    (plain / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    config = json.loads((plain / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (plain / "config.json").write_text(json.dumps(config))
+    bake_checkpoint(plain, tmp_path / "out", request(tmp_path))
+    baked = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "auto_map" not in baked and not list((tmp_path / "out").glob("*.py"))
+    load_transformers_model(tmp_path / "out")
+    load_transformers_model(plain)
+    assert not marker.exists()

@@ -43,7 +43,7 @@ class Setup:
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # "factors", "checkpoint" or "output": which commands it applies to
+    kind: str  # "factors", "config", "weights" or "output": which commands it applies to
     apply: Callable[[Setup], tuple[Path, str]]  # mutates the setup, returns (path named, message fragment)
 
 
@@ -143,17 +143,17 @@ CASES = [
     Case("per-layer rows differ", "factors", _factor_text("1,1,1,1,1,1,1,1\n1,1,1,1,1,1,1,2\n", "differs")),
     Case("search prefix without option", "factors", _factor_text("4\n" + "1.0\n" * 8, "--strip-search-prefix")),
     Case("million-line factor file", "factors", _factor_text("1.0\n" * 1_000_000, "byte limit")),
-    Case("missing config.json", "checkpoint", _missing_config),
-    Case("malformed config.json", "checkpoint", _config(lambda c: "{not json", "not valid JSON")),
-    Case("100 MB config.json", "checkpoint", _huge_config),
-    Case("unsupported architecture",  "checkpoint",
+    Case("missing config.json", "config", _missing_config),
+    Case("malformed config.json", "config", _config(lambda c: "{not json", "not valid JSON")),
+    Case("100 MB config.json", "config", _huge_config),
+    Case("unsupported architecture", "config",
          _config(lambda c: c.update(architectures=["GPT2LMHeadModel"]), "not supported")),
-    Case("non-numeric geometry", "checkpoint",
+    Case("non-numeric geometry", "config",
          _config(lambda c: c.update(hidden_size="big"), "'hidden_size' must be a positive integer")),
-    Case("truncated safetensors", "checkpoint", _truncate_weights),
-    Case("lying safetensors header", "checkpoint", _lying_header),
-    Case("index names absent shard", "checkpoint", _index_names_absent_shard),
-    Case("pickle-only weights", "checkpoint", _pickle_only),
+    Case("truncated safetensors", "weights", _truncate_weights),
+    Case("lying safetensors header", "weights", _lying_header),
+    Case("index names absent shard", "weights", _index_names_absent_shard),
+    Case("pickle-only weights", "weights", _pickle_only),
     Case("output equals input", "output", _out_is_src),
     Case("output inside input", "output", _out_inside_src),
     Case("existing output without --force", "output", _out_exists),
@@ -177,6 +177,11 @@ def _bake_argv(s: Setup) -> list[str]:
             "--max-position-embeddings", "1024"]
 
 
+def _inspect_argv(s: Setup) -> list[str]:
+    return ["inspect", str(s.src)]
+
+
 COMMANDS = [
-    Command("bake", ("factors", "checkpoint", "output"), False, _bake_argv),
+    Command("bake", ("factors", "config", "weights", "output"), False, _bake_argv),
+    Command("inspect", ("config",), True, _inspect_argv),
 ]
