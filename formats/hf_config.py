@@ -65,8 +65,6 @@ class ModelGeometry:
     rms_norm_eps: float
     partial_rotary_factor: float
     tie_word_embeddings: bool
-    attention_bias: bool
-    mlp_bias: bool
 
     @property
     def rotary_dim(self) -> int:
@@ -98,8 +96,6 @@ def geometry(config: dict, source: str = "config.json") -> ModelGeometry:
         rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         partial_rotary_factor=float(partial),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-        attention_bias=bool(config.get("attention_bias", False)),
-        mlp_bias=bool(config.get("mlp_bias", False)),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import SpecError
 from .factor_set import FactorSet, choose_by_sequence_length
@@ -170,7 +170,3 @@ def rotary_dim_for(head_dim: int, partial_rotary_factor: float = 1.0) -> int:
 def plain_factors(rotary_dim: int) -> tuple[float, ...]:
     """All-ones factors: plain RoPE (LongRoPE2's default short set)."""
     return (1.0,) * (rotary_dim // 2)
-
-
-def as_float_tuple(values: Sequence[float]) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)

@@ -91,7 +91,7 @@ class ReferenceDecoder:
         h, kv = self._attention(_rms_norm(x, w.input_norm, self.geo.rms_norm_eps), w, cos, sin, layer_cache, past)
         x = x + h
         hn = _rms_norm(x, w.post_norm, self.geo.rms_norm_eps)
-        x = x + (F.silu(hn @ w.gate.T) * (hn @ w.up.T)) @ w.down.T
+        x = x + _linear(F.silu(_linear(hn, w.gate, w.gate_bias)) * _linear(hn, w.up, w.up_bias), w.down, w.down_bias)
         return x, kv
 
     def _attention(self, x, w: LayerWeights, cos, sin, layer_cache, past):

@@ -32,6 +32,9 @@ class LayerWeights:
     k_bias: torch.Tensor | None = None
     v_bias: torch.Tensor | None = None
     o_bias: torch.Tensor | None = None
+    gate_bias: torch.Tensor | None = None
+    up_bias: torch.Tensor | None = None
+    down_bias: torch.Tensor | None = None
 
 
 @dataclass
@@ -88,8 +91,10 @@ def _load_layer(src: _TensorSource, p: str, arch: Architecture, geo: ModelGeomet
         biases = tuple(src.maybe(f"{p}.self_attn.{n}_proj.bias") for n in "qkv")
     if arch.fused_gate_up:
         gate, up = src.get(f"{p}.mlp.gate_up_proj.weight").chunk(2, dim=0)
+        gate_bias = up_bias = None
     else:
         gate, up = src.get(f"{p}.mlp.gate_proj.weight"), src.get(f"{p}.mlp.up_proj.weight")
+        gate_bias, up_bias = src.maybe(f"{p}.mlp.gate_proj.bias"), src.maybe(f"{p}.mlp.up_proj.bias")
     return LayerWeights(
         input_norm=src.get(f"{p}.input_layernorm.weight"),
         q=q, k=k, v=v,
@@ -99,4 +104,5 @@ def _load_layer(src: _TensorSource, p: str, arch: Architecture, geo: ModelGeomet
         down=src.get(f"{p}.mlp.down_proj.weight"),
         q_bias=biases[0], k_bias=biases[1], v_bias=biases[2],
         o_bias=src.maybe(f"{p}.self_attn.o_proj.bias"),
+        gate_bias=gate_bias, up_bias=up_bias, down_bias=src.maybe(f"{p}.mlp.down_proj.bias"),
     )

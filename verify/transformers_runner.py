@@ -12,11 +12,19 @@ def load_transformers_model(folder: str | Path, dtype: torch.dtype = torch.float
     import transformers
     from transformers import AutoModelForCausalLM
 
+    _quiet_transformers(transformers)
     kwargs = {"attn_implementation": "eager", "trust_remote_code": False}
     major = int(transformers.__version__.split(".")[0])
     kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     return model.to(device).eval()
+
+
+def _quiet_transformers(transformers) -> None:
+    """Our report says what matters; transformers' loading bars and its Phi-3 `factor` advice are noise here
+    (the 4.x-compatible Phi-3 layout cannot carry `factor`, and 5.x loads it identically)."""
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 @torch.inference_mode()

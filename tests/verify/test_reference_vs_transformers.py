@@ -69,3 +69,27 @@ def test_decode_across_l_orig_keeps_short_rotated_keys(demo_models):
     assert prefix.factor_set is FactorSet.SHORT and step.factor_set is FactorSet.LONG
     drift = compare_logits(full.logits, step.logits).relative_l2
     assert 1e-6 < drift < 0.5
+
+
+def test_llama_with_attention_and_mlp_biases(tmp_path, llama_model):
+    """Biases are read from the checkpoint whatever the architecture; config flags only tell transformers."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "biased"
+    shutil.copytree(llama_model.baked, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(attention_bias=True, mlp_bias=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    tensors = load_file(str(folder / "model.safetensors"))
+    gen = torch.Generator().manual_seed(7)
+    for name in [n for n in tensors if n.endswith("_proj.weight")]:
+        tensors[name.replace(".weight", ".bias")] = 0.1 * torch.randn(tensors[name].shape[0], generator=gen)
+    (folder / "model.safetensors").unlink()  # it is a hard link to the demo's file: never write through it
+    save_file(tensors, str(folder / "model.safetensors"))
+    for length in (SHORT, LONG):
+        ref = ReferenceDecoder(folder, torch.float32).forward(ids(length)).logits
+        hf = transformers_logits(load_transformers_model(folder), ids(length))
+        assert compare_logits(ref, hf).relative_l2 <= 1e-5
