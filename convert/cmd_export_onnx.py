@@ -1,9 +1,26 @@
-"""STUB: replaced by the real command module."""
+"""`longrope-convert export-onnx`: one ONNX graph that switches LongRoPE factor sets inside the graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
+DTYPES = ("fp32", "fp16")  # formats.onnx_layers.PRECISIONS; kept literal so the CLI starts without onnx
+
 
 @click.command(name="export-onnx")
-def export_onnx() -> None:
-    """(not implemented yet)"""
-    raise click.UsageError("not implemented yet")
+@click.argument("src", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True, help="Weight dtype.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 or newer).")
+@click.option("--no-past", is_flag=True, help="No KV cache: inputs input_ids/attention_mask/position_ids only.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def export_onnx(src: Path, out: Path, dtype: str, opset: int, no_past: bool, force: bool) -> None:
+    """Export the LongRoPE checkpoint SRC as OUT/model.onnx (Optimum / onnxruntime-genai decoder layout).
+
+    Both factor sets are in the graph; it uses the long set iff past + current length > L_orig, as transformers.
+    """
+    from .export_onnx import export_onnx as run_export
+
+    run_export(src, out, dtype=dtype, opset=opset, with_past=not no_past, force=force)

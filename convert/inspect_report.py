@@ -36,19 +36,23 @@ def _spec_from_gguf(path: Path) -> LongRopeSpec:
 
 
 def _spec_from_onnx(path: Path) -> LongRopeSpec:
-    from longrope_convert.formats.onnx_metadata import read_onnx_spec
+    from longrope_convert.formats.onnx_metadata import read_metadata, spec_from_metadata
 
-    spec = read_onnx_spec(path)
-    if spec is None:
-        raise NotLongRopeError("ONNX model carries no LongRoPE metadata", path)
-    return spec
+    model = path if path.is_file() else path / "model.onnx"
+    if not model.is_file():
+        raise NotLongRopeError("no model.onnx in the folder", path)
+    try:
+        props = read_metadata(model)
+    except Exception as exc:  # protobuf raises its own DecodeError for non-ONNX bytes
+        raise NotLongRopeError(f"not a readable ONNX model ({type(exc).__name__})", model) from None
+    return spec_from_metadata(props, str(model))
 
 
 # How to read each kind of input; the first whose test matches wins. Factor files are the fallback.
 SPEC_READERS = (
     (lambda p: p.is_dir() and (p / "config.json").is_file(), _spec_from_checkpoint),
     (lambda p: p.suffix.lower() == ".gguf", _spec_from_gguf),
-    (lambda p: p.is_dir() and any(p.glob("*.onnx")), _spec_from_onnx),
+    (lambda p: p.is_dir() and (p / "model.onnx").is_file(), _spec_from_onnx),
     (lambda p: p.suffix.lower() == ".onnx", _spec_from_onnx),
 )
 

@@ -59,3 +59,16 @@ def test_inspect_reads_a_factor_file(shared_factors):
                            str(shared_factors / "longrope-llama2-7b-128k.per-layer.csv")],
                           capture_output=True, text=True, check=True)
     assert "64 entries (rotary dim 128)" in proc.stdout
+
+
+def test_inspect_reads_the_spec_back_from_an_onnx_export(llama_model, tmp_path):
+    from longrope_convert.convert.export_onnx import export_onnx
+
+    export_onnx(llama_model.baked, tmp_path / "onnx")
+    proc = subprocess.run([sys.executable, "-m", "longrope_convert.convert", "inspect", str(tmp_path / "onnx")],
+                          capture_output=True, text=True, check=True)
+    assert "L_orig 256, max_position_embeddings 1024" in proc.stdout
+    (tmp_path / "bad.onnx").write_bytes(b"not a protobuf")
+    bad = subprocess.run([sys.executable, "-m", "longrope_convert.convert", "inspect", str(tmp_path / "bad.onnx")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a readable ONNX model" in bad.stderr

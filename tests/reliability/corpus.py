@@ -181,7 +181,12 @@ def _inspect_argv(s: Setup) -> list[str]:
     return ["inspect", str(s.src)]
 
 
+def _export_onnx_argv(s: Setup) -> list[str]:
+    return ["export-onnx", str(s.src), "-o", str(s.out)]
+
+
 COMMANDS = [
     Command("bake", ("factors", "config", "weights", "output"), False, _bake_argv),
     Command("inspect", ("config",), True, _inspect_argv),
+    Command("export-onnx", ("config", "weights", "output"), True, _export_onnx_argv),
 ]

@@ -1,0 +1,137 @@
+"""The export-onnx pipeline: a LongRoPE checkpoint -> one ONNX decoder graph that switches factor sets itself.
+
+The graph is built from the safetensors weights with onnx.helper (formats/onnx_decoder.py): no tracing, so the
+result does not depend on an example input or on the installed transformers, and no eager model exists that a
+later check could accidentally reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from longrope_convert import __version__
+from longrope_convert.formats import onnx_names as N
+from longrope_convert.formats.architectures import architecture_for
+from longrope_convert.formats.atomic_output import atomic_output_dir, check_output_path
+from longrope_convert.formats.checkpoint import COMPANION_FILES, DTYPE_BYTES, checkpoint_tensors
+from longrope_convert.formats.errors import CheckpointError, ConfigError, LongRopeError
+from longrope_convert.formats.factor_set import FactorSet
+from longrope_convert.formats.hf_config import geometry, read_config, spec_from_config
+from longrope_convert.formats.onnx_decoder import (
+    DEFAULT_OPSET, MIN_OPSET, DecoderGraphOptions, DecoderSource, build_decoder_graph, sliding_window_for,
+)
+from longrope_convert.formats.onnx_genai_config import genai_config
+from longrope_convert.formats.onnx_layers import PRECISIONS
+from longrope_convert.formats.spec import LongRopeSpec
+
+from .file_transfer import copy_small_files
+
+log = logging.getLogger(__name__)
+
+# A protobuf message cannot exceed 2 GiB; keep a margin for the graph itself.
+EXTERNAL_DATA_THRESHOLD_BYTES = 1_900_000_000
+EXPORT_DTYPES = tuple(PRECISIONS)
+
+
+@dataclass(frozen=True)
+class OnnxExportResult:
+    output: Path
+    model_path: Path
+    spec: LongRopeSpec
+    external_data: bool
+    seconds: float
+
+
+def read_decoder_source(src: Path) -> DecoderSource:
+    """Validate the checkpoint (config, architecture, LongRoPE spec, weight headers) without loading weights."""
+    if not src.is_dir():
+        raise CheckpointError("source checkpoint folder not found", src)
+    config = read_config(src)
+    source = str(src / "config.json")
+    arch = architecture_for(config, source)
+    spec = spec_from_config(config, source)
+    if spec is None:
+        raise ConfigError("not a LongRoPE checkpoint (rope type is not longrope): run `longrope-convert bake` first",
+                          source)
+    return DecoderSource(arch=arch, geo=geometry(config, source), spec=spec, tensors=checkpoint_tensors(src),
+                         sliding_window=sliding_window_for(config, arch), config=config)
+
+
+def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_OPSET, with_past: bool = True,
+                force: bool = False, frozen_factor_set: FactorSet | None = None,
+                external_data: bool | None = None) -> OnnxExportResult:
+    """Write OUT/model.onnx (+ model.onnx.data over ~2 GB, or when `external_data` is True), genai_config.json
+    and the tokenizer files. Everything is validated before OUT is touched; OUT appears whole or not at all."""
+    started = time.perf_counter()
+    src, out = Path(src), Path(out)
+    _check_options(dtype, opset)
+    source = read_decoder_source(src)
+    if external_data is None:
+        external_data = _weight_bytes(source, dtype) > EXTERNAL_DATA_THRESHOLD_BYTES
+    check_output_path(out, [src], force)
+    options = DecoderGraphOptions(dtype=dtype, opset=opset, with_past=with_past, frozen_factor_set=frozen_factor_set)
+    with atomic_output_dir(out, force) as tmp:
+        _write_folder(tmp, src, source, options, external_data)
+    seconds = time.perf_counter() - started
+    spec = source.spec
+    log.info("exported %s -> %s (%s, %s, opset %d%s) in %.1f s", src, out / N.MODEL_FILE, source.arch.hf_class,
+             dtype, opset, ", external data" if external_data else "", seconds)
+    if frozen_factor_set is None:
+        log.info("factor set chosen in the graph: long iff past + current length > %d; attention factor %.6g",
+                 spec.original_max_position_embeddings, spec.attention_factor)
+    else:
+        log.warning("deliberately frozen graph: %s factors at every length", frozen_factor_set.value)
+    return OnnxExportResult(out, out / N.MODEL_FILE, spec, external_data, seconds)
+
+
+def _write_folder(tmp: Path, src: Path, source: DecoderSource, options: DecoderGraphOptions,
+                  external_data: bool) -> None:
+    """model.onnx (+ data), checked by onnx.checker from its path (valid over 2 GB), then the companion files."""
+    import onnx
+
+    writer = _external_writer(tmp) if external_data else None
+    try:
+        model = build_decoder_graph(source, options, writer, __version__)
+    finally:
+        if writer is not None:
+            writer.close()
+    model_path = tmp / N.MODEL_FILE
+    model_path.write_bytes(model.SerializeToString())
+    del model
+    onnx.checker.check_model(str(model_path))
+    copy_small_files(src, COMPANION_FILES, tmp)
+    (tmp / N.GENAI_CONFIG_FILE).write_text(json.dumps(genai_config(source, options), indent=2) + "\n")
+
+
+def _check_options(dtype: str, opset: int) -> None:
+    import onnx
+
+    if dtype not in PRECISIONS:
+        raise LongRopeError(f"unsupported dtype {dtype!r} (choose from {', '.join(EXPORT_DTYPES)})")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise LongRopeError(f"opset {opset} is not supported (choose {MIN_OPSET}..{newest})")
+
+
+def _weight_bytes(source: DecoderSource, dtype: str) -> int:
+    width = PRECISIONS[dtype].np_dtype(0).nbytes
+    return sum(math.prod(t.shape) * width for t in source.tensors.values() if t.dtype in DTYPE_BYTES)
+
+
+def _external_writer(folder: Path):
+    from longrope_convert.formats.onnx_graph_builder import ExternalDataWriter
+
+    return ExternalDataWriter(folder / N.EXTERNAL_DATA_FILE)
+
+
+def export_traced_frozen(src: Path, out: Path, example_length: int, **kwargs) -> OnnxExportResult:
+    """A deliberately WRONG graph: the one a TorchScript trace at `example_length` tokens produces (the branch
+    the example took is baked in). Used by tests and the verifier to prove that the checks catch a freeze."""
+    spec = read_decoder_source(Path(src)).spec
+    frozen = spec.factor_set_for_length(example_length)
+    return export_onnx(src, out, frozen_factor_set=frozen, **kwargs)

@@ -1,0 +1,146 @@
+"""Decoder pieces as ONNX nodes: RMSNorm, attention with GQA and a KV cache, SwiGLU MLP.
+
+Norms and softmax run in float32 whatever the model dtype (as transformers' eager code does), so an fp16
+graph only stores and multiplies in fp16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto
+
+from .hf_config import ModelGeometry
+from .onnx_graph_builder import GraphBuilder
+from .onnx_rotary import apply_rotary
+from .onnx_weights import LayerArrays
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The model dtype as ONNX elem type and numpy dtype, plus the masked-score fill value."""
+
+    elem_type: int
+    np_dtype: type
+
+    @property
+    def is_fp32(self) -> bool:
+        return self.elem_type == TensorProto.FLOAT
+
+
+PRECISIONS = {
+    "fp32": Precision(TensorProto.FLOAT, np.float32),
+    "fp16": Precision(TensorProto.FLOAT16, np.float16),
+}
+MASKED_SCORE = float(np.finfo(np.float32).min)  # scores and softmax are float32
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """Initializer names of one layer."""
+
+    input_norm: str
+    qkv: str
+    qkv_bias: str | None
+    o: str
+    o_bias: str | None
+    post_norm: str
+    gate_up: str
+    down: str
+
+
+def add_layer_weights(b: GraphBuilder, i: int, w: LayerArrays, p: Precision) -> LayerNames:
+    """Store one layer's weights (norm weights stay float32) and return their names."""
+    prefix = f"model.layers.{i}"
+
+    def put(name: str, array, dtype=p.np_dtype):
+        return None if array is None else b.initializer(f"{prefix}.{name}", np.ascontiguousarray(array, dtype=dtype))
+
+    return LayerNames(
+        input_norm=put("input_layernorm.weight", w.input_norm, np.float32),
+        qkv=put("self_attn.qkv_proj.MatMul.weight", w.qkv),
+        qkv_bias=put("self_attn.qkv_proj.bias", w.qkv_bias),
+        o=put("self_attn.o_proj.MatMul.weight", w.o),
+        o_bias=put("self_attn.o_proj.bias", w.o_bias),
+        post_norm=put("post_attention_layernorm.weight", w.post_norm, np.float32),
+        gate_up=put("mlp.gate_up_proj.MatMul.weight", w.gate_up),
+        down=put("mlp.down_proj.MatMul.weight", w.down),
+    )
+
+
+def rms_norm(b: GraphBuilder, x: str, weight: str, eps: float, p: Precision) -> str:
+    """weight * x / sqrt(mean(x^2) + eps), computed in float32, returned in the model dtype."""
+    x32 = x if p.is_fp32 else b.op("Cast", x, to=TensorProto.FLOAT)
+    mean_sq = _mean_last_axis(b, b.op("Mul", x32, x32))
+    inv = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_sq, b.const(eps, np.float32))))
+    out = b.op("Mul", b.op("Mul", x32, inv), weight, name="rms_norm")
+    return out if p.is_fp32 else b.op("Cast", out, to=p.elem_type)
+
+
+def _mean_last_axis(b: GraphBuilder, x: str) -> str:
+    """ReduceMean over the last axis; its axes moved from an attribute to an input in opset 18."""
+    if b.opset >= 18:
+        return b.op("ReduceMean", x, b.const([-1]), keepdims=1)
+    return b.op("ReduceMean", x, axes=[-1], keepdims=1)
+
+
+def linear(b: GraphBuilder, x: str, weight: str, bias: str | None) -> str:
+    y = b.op("MatMul", x, weight)
+    return y if bias is None else b.op("Add", y, bias)
+
+
+def mlp(b: GraphBuilder, x: str, names: LayerNames, geo: ModelGeometry) -> str:
+    """down(silu(gate(x)) * up(x)) with gate and up as one MatMul."""
+    inter = geo.intermediate_size
+    gate, up = b.op("Split", b.op("MatMul", x, names.gate_up), b.const([inter, inter]), axis=-1, outputs=2)
+    act = b.op("Mul", gate, b.op("Sigmoid", gate), name="silu")
+    return b.op("MatMul", b.op("Mul", act, up), names.down)
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """Per-forward tensors shared by every layer."""
+
+    cos: str
+    sin: str
+    allowed: str  # bool [batch, 1, 1, seq, total]: causal and padding mask
+
+
+def attention(b: GraphBuilder, x: str, names: LayerNames, geo: ModelGeometry, shared: AttentionInputs,
+              past: tuple[str, str] | None, p: Precision) -> tuple[str, str, str]:
+    """Self-attention; returns (output, key cache, value cache), keys stored after rotation."""
+    h, kv, d = geo.num_heads, geo.num_kv_heads, geo.head_dim
+    q, k, v = b.op("Split", linear(b, x, names.qkv, names.qkv_bias), b.const([h * d, kv * d, kv * d]),
+                   axis=-1, outputs=3)
+    q = apply_rotary(b, b.op("Reshape", q, b.const([0, 0, h, d])), shared.cos, shared.sin, d, geo.rotary_dim)
+    k = apply_rotary(b, b.op("Reshape", k, b.const([0, 0, kv, d])), shared.cos, shared.sin, d, geo.rotary_dim)
+    k = b.op("Transpose", k, perm=[0, 2, 1, 3], name="key")  # [B, kv, S, d]
+    v = b.op("Transpose", b.op("Reshape", v, b.const([0, 0, kv, d])), perm=[0, 2, 1, 3], name="value")
+    if past is not None:
+        k = b.op("Concat", past[0], k, axis=2, name="key_cache")
+        v = b.op("Concat", past[1], v, axis=2, name="value_cache")
+    # GQA without copying the cache: queries grouped as [B, kv, rep, S, d] broadcast against [B, kv, 1, T, d].
+    q5 = b.op("Reshape", b.op("Transpose", q, perm=[0, 2, 1, 3]), b.const([0, kv, h // kv, -1, d]))
+    k5 = b.op("Transpose", b.op("Unsqueeze", k, b.const([2])), perm=[0, 1, 2, 4, 3])
+    v5 = b.op("Unsqueeze", v, b.const([2]))
+    scores = b.op("MatMul", q5, k5, name="scores")
+    if not p.is_fp32:
+        scores = b.op("Cast", scores, to=TensorProto.FLOAT)
+    scores = b.op("Mul", scores, b.const(d ** -0.5, np.float32))
+    scores = b.op("Where", shared.allowed, scores, b.const(MASKED_SCORE, np.float32))
+    probs = b.op("Softmax", scores, axis=-1, name="probs")
+    if not p.is_fp32:
+        probs = b.op("Cast", probs, to=p.elem_type)
+    out = b.op("Reshape", b.op("MatMul", probs, v5), b.const([0, h, -1, d]))
+    out = b.op("Reshape", b.op("Transpose", out, perm=[0, 2, 1, 3]), b.const([0, 0, h * d]))
+    return linear(b, out, names.o, names.o_bias), k, v
+
+
+def decoder_layer(b: GraphBuilder, x: str, names: LayerNames, geo: ModelGeometry, shared: AttentionInputs,
+                  past: tuple[str, str] | None, p: Precision) -> tuple[str, str, str]:
+    """Pre-norm residual block; returns (hidden, key cache, value cache)."""
+    attn, k, v = attention(b, rms_norm(b, x, names.input_norm, geo.rms_norm_eps, p), names, geo, shared, past, p)
+    x = b.op("Add", x, attn, name="residual")
+    x = b.op("Add", x, mlp(b, rms_norm(b, x, names.post_norm, geo.rms_norm_eps, p), names, geo), name="residual")
+    return x, k, v

@@ -1,0 +1,176 @@
+"""The exported graph against the float64 reference and transformers, on both sides of L_orig, with a KV cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from longrope_convert.formats import onnx_names as N
+from longrope_convert.formats.factor_set import FactorSet
+from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.onnx_metadata import facts_from_metadata, read_metadata, spec_from_metadata
+from longrope_convert.formats.onnx_rotary import ATTENTION_FACTOR, LONG_INV_FREQ, SHORT_INV_FREQ
+from longrope_convert.verify.metrics import compare_logits
+
+from .onnx_fixtures import (
+    ARCHS, FP32_REL_L2, L_ORIG, LONG_LEN, SHORT_LEN, as_torch, onnx_decode_step, onnx_exports, reference, session,
+    token_ids, transformers_decode_step,
+)
+
+__all__ = ["onnx_exports"]  # session fixture used below
+
+
+@pytest.mark.parametrize("hf_class", ARCHS)
+@pytest.mark.parametrize("length", [SHORT_LEN, LONG_LEN])
+def test_full_forward_matches_float64_reference(onnx_exports, hf_class, length):
+    baked, folder = onnx_exports[hf_class]
+    ids = token_ids(length)
+    logits, present = session(folder).forward(ids.numpy())
+    result = reference(baked).forward(ids)
+    assert result.factor_set is (FactorSet.LONG if length > L_ORIG else FactorSet.SHORT)
+    cmp = compare_logits(result.logits, as_torch(logits))
+    assert cmp.relative_l2 <= FP32_REL_L2, cmp
+    assert cmp.top1_agreement == 1.0, cmp
+    assert len(present) == session(folder).num_layers
+    assert present[0][0].shape[2] == length
+
+
+@pytest.mark.parametrize("hf_class", ARCHS)
+@pytest.mark.parametrize("prefill", [150, LONG_LEN - 1])  # the step stays short / stays long
+def test_decode_step_matches_transformers_incremental(onnx_exports, hf_class, prefill):
+    baked, folder = onnx_exports[hf_class]
+    ids = token_ids(prefill + 1, seed=1)
+    step, present = onnx_decode_step(folder, ids, prefill)
+    cmp = compare_logits(transformers_decode_step(baked, ids, prefill), as_torch(step))
+    assert cmp.relative_l2 <= FP32_REL_L2, cmp
+    assert cmp.top1_agreement == 1.0
+    assert present[-1][1].shape[2] == prefill + 1
+
+
+@pytest.mark.parametrize("hf_class", ARCHS)
+def test_step_crossing_l_orig_keeps_cached_keys_short_rotated(onnx_exports, hf_class):
+    """Prefill L_orig tokens (short), decode token L_orig+1 (long for the new token only): no re-rotation,
+    as transformers and the reference cache do. A full re-forward of L_orig+1 tokens differs measurably."""
+    baked, folder = onnx_exports[hf_class]
+    ids = token_ids(L_ORIG + 1, seed=2)
+    step, _ = onnx_decode_step(folder, ids, L_ORIG)
+    ref = reference(baked)
+    prefill = ref.forward(ids[:, :L_ORIG])
+    cached = ref.forward(ids[:, L_ORIG:], cache=prefill.cache)
+    assert (prefill.factor_set, cached.factor_set) == (FactorSet.SHORT, FactorSet.LONG)
+    vs_cached = compare_logits(cached.logits, as_torch(step))
+    vs_transformers = compare_logits(transformers_decode_step(baked, ids, L_ORIG), as_torch(step))
+    drift = compare_logits(ref.forward(ids).logits[:, -1:], as_torch(step))
+    assert vs_cached.relative_l2 <= FP32_REL_L2, vs_cached
+    assert vs_transformers.relative_l2 <= FP32_REL_L2, vs_transformers
+    assert drift.relative_l2 > 100 * vs_cached.relative_l2, drift  # the semantics are distinguishable
+    print(f"{hf_class} crossing: vs cached reference {vs_cached.relative_l2:.2e}, "
+          f"vs transformers {vs_transformers.relative_l2:.2e}, drift vs full re-forward {drift.relative_l2:.3e} "
+          f"(max abs {drift.max_abs_diff:.3g})")
+
+
+def test_batch_and_left_padding(onnx_exports):
+    """Dynamic batch: two rows in one run give each row's own logits, also when one row is left-padded
+    (attention_mask 0 on the pads, position_ids counting real tokens only, as HF generate builds them)."""
+    _, folder = onnx_exports["Qwen2ForCausalLM"]
+    sess = session(folder)
+    ids = token_ids(300, seed=3, batch=2).numpy()
+    both, _ = sess.forward(ids)
+    for row in range(2):
+        alone, _ = sess.forward(ids[row:row + 1])
+        np.testing.assert_allclose(both[row], alone[0], rtol=1e-4, atol=1e-4)
+    pad = 5
+    padded = ids.copy()
+    padded[0, :pad] = 0
+    mask = np.ones_like(ids)
+    mask[0, :pad] = 0
+    positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+    feeds = {N.INPUT_IDS: padded, N.ATTENTION_MASK: mask, N.POSITION_IDS: positions}
+    feeds |= {name: empty for i, (k, v) in enumerate(sess.empty_past(2))
+              for name, empty in ((N.past_key(i), k), (N.past_value(i), v))}
+    logits = sess.session.run([N.LOGITS], feeds)[0]
+    alone, _ = sess.forward(ids[:1, pad:])
+    np.testing.assert_allclose(logits[0, pad:], alone[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits[1], both[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("hf_class", ARCHS)
+def test_graph_holds_both_tables_from_the_spec_and_metadata(onnx_exports, hf_class):
+    baked, folder = onnx_exports[hf_class]
+    spec = spec_from_config(read_config(baked))
+    model = onnx.load(str(folder / N.MODEL_FILE))
+    onnx.checker.check_model(model, full_check=True)
+    tables = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    for name, which in ((LONG_INV_FREQ, FactorSet.LONG), (SHORT_INV_FREQ, FactorSet.SHORT)):
+        np.testing.assert_array_equal(tables[name], np.asarray(spec.inv_freq_list(which), np.float32))
+    assert {"Greater", "Where"} <= {n.op_type for n in model.graph.node}
+    props = read_metadata(folder / N.MODEL_FILE)
+    assert spec_from_metadata(props) == spec
+    facts = facts_from_metadata(props)
+    assert facts.is_dynamic and facts.architecture == hf_class and facts.dtype == "fp32"
+    assert [i.name for i in model.graph.input[:3]] == [N.INPUT_IDS, N.ATTENTION_MASK, N.POSITION_IDS]
+    assert model.graph.output[0].name == N.LOGITS
+
+
+def test_attention_factor_multiplies_cos_sin(onnx_exports):
+    """The mscale is in the graph: the constant equals spec.attention_factor (1.118 for s = 4, L_orig 256)."""
+    baked, folder = onnx_exports["LlamaForCausalLM"]
+    spec = spec_from_config(read_config(baked))
+    model = onnx.load(str(folder / N.MODEL_FILE))
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}[ATTENTION_FACTOR]
+    assert stored.dtype == np.float32 and stored == np.float32(spec.attention_factor)
+    assert spec.attention_factor == pytest.approx(1.118033989, rel=1e-9)
+
+
+def test_sliding_window_matches_transformers(tmp_path):
+    """A Mistral config with sliding_window 64: the graph's mask equals transformers' at 600 tokens."""
+    import json
+
+    from longrope_convert.convert.bake import bake_checkpoint
+    from longrope_convert.convert.demo import write_example_factor_files
+    from longrope_convert.convert.export_onnx import export_onnx
+    from longrope_convert.formats.spec_inputs import SpecRequest
+    from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
+    from longrope_convert.verify.transformers_runner import load_transformers_model, transformers_logits
+
+    plain = write_tiny_checkpoint(tmp_path / "plain", "MistralForCausalLM", seed=7)
+    config = json.loads((plain / "config.json").read_text())
+    (plain / "config.json").write_text(json.dumps(config | {"sliding_window": 64}))
+    long_path, short_path = write_example_factor_files(tmp_path, 16)
+    baked = bake_checkpoint(plain, tmp_path / "baked", SpecRequest(long_factors=long_path, short_factors=short_path,
+                                                                   max_position_embeddings=1024)).output
+    folder = export_onnx(baked, tmp_path / "onnx").output
+    ids = token_ids(LONG_LEN, seed=6)
+    expected = transformers_logits(load_transformers_model(baked), ids)
+    cmp = compare_logits(expected, as_torch(session(folder).forward(ids.numpy())[0]))
+    assert cmp.relative_l2 <= FP32_REL_L2 and cmp.top1_agreement == 1.0, cmp
+    unwindowed = reference(baked)
+    unwindowed.sliding_window = None  # the window must matter at 600 tokens, or this test proves nothing
+    assert compare_logits(unwindowed.forward(ids).logits, expected).relative_l2 > 1e-2
+
+
+def test_tied_embeddings(tmp_path):
+    """A checkpoint without lm_head.weight (tie_word_embeddings) uses the embedding as the output matrix."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from longrope_convert.convert.bake import bake_checkpoint
+    from longrope_convert.convert.demo import write_example_factor_files
+    from longrope_convert.convert.export_onnx import export_onnx
+    from longrope_convert.formats.spec_inputs import SpecRequest
+    from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
+
+    plain = write_tiny_checkpoint(tmp_path / "plain", "Qwen2ForCausalLM", seed=8)
+    tensors = load_file(plain / "model.safetensors")
+    del tensors["lm_head.weight"]
+    save_file(tensors, plain / "model.safetensors")
+    config = json.loads((plain / "config.json").read_text())
+    (plain / "config.json").write_text(json.dumps(config | {"tie_word_embeddings": True}))
+    long_path, short_path = write_example_factor_files(tmp_path, 16)
+    baked = bake_checkpoint(plain, tmp_path / "baked", SpecRequest(long_factors=long_path, short_factors=short_path,
+                                                                   max_position_embeddings=1024)).output
+    ids = token_ids(LONG_LEN, seed=9)
+    logits, _ = session(export_onnx(baked, tmp_path / "onnx").output).forward(ids.numpy())
+    cmp = compare_logits(reference(baked).forward(ids).logits, as_torch(logits))
+    assert cmp.relative_l2 <= FP32_REL_L2 and cmp.top1_agreement == 1.0, cmp
