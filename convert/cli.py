@@ -70,7 +70,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="longrope-convert", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="longrope-convert", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -93,4 +93,4 @@ def main(argv: list[str] | None = None) -> None:
         text = " ".join(str(exc).split())[:300]
         click.echo(f"error: internal error {type(exc).__name__}: {text} (rerun with --debug for a traceback)", err=True)
         sys.exit(EXIT_INTERNAL)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(n) in standalone_mode=False returns n

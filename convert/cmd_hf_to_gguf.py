@@ -1,9 +1,31 @@
-"""STUB: replaced by the real command module."""
+"""`longrope-convert hf-to-gguf`: one GGUF that llama.cpp runs with the right LongRoPE factors."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
+from .options import spec_options
+
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")  # formats.gguf_dtypes.OUTTYPES; literal so the CLI starts fast
+FACTOR_SETS = ("pair", "long", "short")  # formats.gguf_arch.FACTOR_SET_CHOICES
+
 
 @click.command(name="hf-to-gguf")
-def hf_to_gguf() -> None:
-    """(not implemented yet)"""
-    raise click.UsageError("not implemented yet")
+@click.argument("src", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Output .gguf file.")
+@click.option("--outtype", type=click.Choice(OUTTYPES), default="f16", show_default=True,
+              help="Type of 2-D weights; 1-D tensors and factor tensors stay F32.")
+@click.option("--factor-sets", type=click.Choice(FACTOR_SETS), default="pair", show_default=True,
+              help="'pair': both sets, llama.cpp picks by context size. 'long'/'short': one set at every length.")
+@spec_options
+@click.option("--no-vocab", is_flag=True, help="Convert without a tokenizer (warns); runs on token ids only.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def hf_to_gguf(src: Path, out: Path, outtype: str, factor_sets: str, spec_request, no_vocab: bool,
+               force: bool) -> None:
+    """Convert the checkpoint SRC (baked, or plain plus --long-factors) into the GGUF file OUT."""
+    from .hf_to_gguf import convert_hf_to_gguf
+
+    convert_hf_to_gguf(src, out, spec_request, outtype=outtype, factor_sets=factor_sets, no_vocab=no_vocab,
+                       force=force)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longrope_convert.formats.architectures import ARCHITECTURES
-from longrope_convert.formats.errors import OutputPathError
+from longrope_convert.formats.errors import OutputPathError, UnsupportedArchitectureError
 from longrope_convert.formats.example_factors import example_long_factors, example_short_factors
 from longrope_convert.formats.spec_inputs import SpecRequest
 from longrope_convert.formats.tiny_checkpoint import TinyShape, write_tiny_checkpoint
+from longrope_convert.formats.tiny_tokenizer import write_tiny_tokenizer
 
 from .bake import bake_checkpoint
 
@@ -23,12 +24,13 @@ log = logging.getLogger(__name__)
 SENTINEL = ".longrope-demo"
 DEMO_L_ORIG = 256
 DEMO_MAX = 1024
-# (HF class, partial rotary factor): Phi-3 runs with partial rotary to cover the Phi-4-mini layout too.
+# (HF class, partial rotary factor, tokenizer kind, GGUF factor sets): Phi-3 runs with partial rotary to cover the
+# Phi-4-mini layout too; llama.cpp's qwen2 arch cannot switch sets, so its GGUF carries the long set only.
 DEMO_MODELS = (
-    ("LlamaForCausalLM", 1.0),
-    ("MistralForCausalLM", 1.0),
-    ("Qwen2ForCausalLM", 1.0),
-    ("Phi3ForCausalLM", 0.75),
+    ("LlamaForCausalLM", 1.0, "sentencepiece", "pair"),
+    ("MistralForCausalLM", 1.0, "sentencepiece", "pair"),
+    ("Qwen2ForCausalLM", 1.0, "bpe", "long"),
+    ("Phi3ForCausalLM", 0.75, "sentencepiece", "pair"),
 )
 
 
@@ -37,6 +39,14 @@ class DemoModel:
     hf_class: str
     plain: Path
     baked: Path
+    gguf_factor_sets: str = "pair"
+
+
+@dataclass(frozen=True)
+class DemoArtifacts:
+    model: DemoModel
+    gguf: Path
+    onnx: Path
 
 
 def prepare_workdir(workdir: Path) -> Path:
@@ -62,15 +72,31 @@ def write_example_factor_files(folder: Path, rotary_dim: int) -> tuple[Path, Pat
 def build_demo_models(workdir: Path, hf_classes: tuple[str, ...] | None = None) -> list[DemoModel]:
     """Plain tiny checkpoint + example factors + bake, for each demo architecture."""
     models = []
-    for hf_class, partial in DEMO_MODELS:
+    for hf_class, partial, tokenizer, gguf_sets in DEMO_MODELS:
         if hf_classes and hf_class not in hf_classes:
             continue
         arch = ARCHITECTURES[hf_class]
         shape = TinyShape(original_max_position_embeddings=DEMO_L_ORIG, partial_rotary_factor=partial)
         base = workdir / arch.model_type
         plain = write_tiny_checkpoint(base / "plain", hf_class, shape, seed=1234)
+        write_tiny_tokenizer(plain, tokenizer, shape.vocab_size)
         long_path, short_path = write_example_factor_files(base, int(shape.head_dim * partial))
         request = SpecRequest(long_factors=long_path, short_factors=short_path, max_position_embeddings=DEMO_MAX)
         baked = bake_checkpoint(plain, base / "longrope", request).output
-        models.append(DemoModel(hf_class, plain, baked))
+        models.append(DemoModel(hf_class, plain, baked, gguf_sets))
+    if hf_classes and not models:
+        known = ", ".join(m[0] for m in DEMO_MODELS)
+        raise UnsupportedArchitectureError(f"--arch {', '.join(hf_classes)} matches no demo model ({known})")
     return models
+
+
+def build_demo_artifacts(model: DemoModel) -> DemoArtifacts:
+    """The shippable artifacts of one baked demo model: an f32 GGUF and an fp32 ONNX folder."""
+    from .export_onnx import export_onnx
+    from .hf_to_gguf import convert_hf_to_gguf
+
+    base = model.baked.parent
+    gguf = convert_hf_to_gguf(model.baked, base / "model-f32.gguf", outtype="f32",
+                              factor_sets=model.gguf_factor_sets).output
+    onnx = export_onnx(model.baked, base / "onnx").output
+    return DemoArtifacts(model, gguf, onnx)

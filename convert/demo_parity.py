@@ -1,32 +1,44 @@
-"""The demo's parity table: the independent reference vs each runtime, at short and long lengths."""
+"""The demo's parity tables: `verify` on each demo model, with transformers, llama.cpp and onnxruntime targets."""
 
 from __future__ import annotations
 
-from longrope_convert.formats.factor_set import FactorSet
+import importlib.util
+import logging
 
-DEMO_LENGTHS = (200, 600)  # one short (<= L_orig 256), one long
-F32_REL_L2 = 1e-5
+log = logging.getLogger(__name__)
+
+# A GGUF with one factor set applies it at every length: verify it only where that set is the right one.
+SINGLE_SET_LENGTHS = {"long": "257,512", "short": "128,256"}
 
 
-def demo_parity_table(models) -> tuple[str, bool]:
-    import torch
+def _runs(artifact, has_llama_cpp: bool):
+    """(title, targets, lengths) for each verification of one demo model."""
+    from longrope_convert.verify.targets import TargetRequest
 
-    from longrope_convert.verify.metrics import compare_logits
-    from longrope_convert.verify.reference_model import ReferenceDecoder
-    from longrope_convert.verify.transformers_runner import load_transformers_model, transformers_logits
+    main = [TargetRequest("transformers"), TargetRequest("onnx", artifact.onnx)]
+    sets = artifact.model.gguf_factor_sets
+    runs = []
+    if has_llama_cpp and sets == "pair":
+        main.append(TargetRequest("gguf", artifact.gguf))
+    runs.append(("", tuple(main), None))
+    if has_llama_cpp and sets != "pair":
+        title = f" -- GGUF with the {sets} set only, checked at the lengths where transformers uses it"
+        runs.append((title, (TargetRequest("gguf", artifact.gguf),), SINGLE_SET_LENGTHS[sets]))
+    return runs
 
-    rows = [f"{'model':<20} {'target':<14} {'tokens':>6} {'set':<6} {'rel L2':>10} {'max |d|':>10} {'top-1':>6}  ok"]
-    all_pass = True
-    for m in models:
-        reference = ReferenceDecoder(m.baked, torch.float64)
-        hf_model = load_transformers_model(m.baked)
-        for length in DEMO_LENGTHS:
-            ids = torch.randint(0, reference.geo.vocab_size, (1, length), generator=torch.Generator().manual_seed(length))
-            ref = reference.forward(ids)
-            cmp = compare_logits(ref.logits, transformers_logits(hf_model, ids))
-            ok = cmp.relative_l2 <= F32_REL_L2 and cmp.top1_agreement == 1.0
-            all_pass &= ok
-            rows.append(f"{m.hf_class:<20} {'transformers':<14} {length:>6} {ref.factor_set.value:<6} "
-                        f"{cmp.relative_l2:>10.2e} {cmp.max_abs_diff:>10.2e} {cmp.top1_agreement:>6.0%}  "
-                        f"{'PASS' if ok else 'FAIL'}")
-    return "\n".join(rows), all_pass
+
+def demo_parity_tables(artifacts) -> tuple[str, bool]:
+    """Run the verifier's default cases on every model; returns the printed tables and whether all passed."""
+    from longrope_convert.verify.report_table import format_table
+    from longrope_convert.verify.runner import VerifyOptions, run_verification
+
+    has_llama_cpp = importlib.util.find_spec("llama_cpp") is not None
+    if not has_llama_cpp:
+        log.warning("llama-cpp-python is not installed: GGUF rows are skipped (pip install 'longrope-convert[llama]')")
+    sections, all_pass = [], True
+    for a in artifacts:
+        for title, targets, lengths in _runs(a, has_llama_cpp):
+            report = run_verification(VerifyOptions(src=a.model.baked, targets=targets, lengths=lengths, device="cpu"))
+            sections.append(f"== {a.model.hf_class}{title}\n{format_table(report)}")
+            all_pass &= report.passed
+    return "\n\n".join(sections), all_pass

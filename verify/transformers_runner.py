@@ -7,13 +7,15 @@ from pathlib import Path
 import torch
 
 
-def load_transformers_model(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """A fresh AutoModelForCausalLM in eval mode; never trust_remote_code; eager attention for exactness."""
+def load_transformers_model(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                            attn_implementation: str = "eager"):
+    """A fresh AutoModelForCausalLM in eval mode; never trust_remote_code; eager attention unless told
+    otherwise (SDPA for long GPU cases)."""
     import transformers
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers(transformers)
-    kwargs = {"attn_implementation": "eager", "trust_remote_code": False}
+    kwargs = {"attn_implementation": attn_implementation, "trust_remote_code": False}
     major = int(transformers.__version__.split(".")[0])
     kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

@@ -181,12 +181,23 @@ def _inspect_argv(s: Setup) -> list[str]:
     return ["inspect", str(s.src)]
 
 
+def _hf_to_gguf_argv(s: Setup) -> list[str]:
+    return ["hf-to-gguf", str(s.src), "-o", str(s.out), "--long-factors", str(s.long_factors),
+            "--max-position-embeddings", "1024", "--no-vocab"]
+
+
 def _export_onnx_argv(s: Setup) -> list[str]:
     return ["export-onnx", str(s.src), "-o", str(s.out)]
+
+
+def _verify_argv(s: Setup) -> list[str]:
+    return ["verify", str(s.src), "--lengths", "64", "--json", str(s.out)]
 
 
 COMMANDS = [
     Command("bake", ("factors", "config", "weights", "output"), False, _bake_argv),
     Command("inspect", ("config",), True, _inspect_argv),
+    Command("hf-to-gguf", ("factors", "config", "weights", "output"), False, _hf_to_gguf_argv),
     Command("export-onnx", ("config", "weights", "output"), True, _export_onnx_argv),
+    Command("verify", ("config", "weights"), True, _verify_argv),  # report paths: tests/verify/test_verify_cli.py
 ]

@@ -1,0 +1,115 @@
+"""The hf-to-gguf pipeline: a (baked or plain + factors) HF checkpoint -> one GGUF llama.cpp runs with the right
+LongRoPE factors. Everything is validated before the output is opened; tensors stream one chunk at a time."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from longrope_convert import __version__
+from longrope_convert.formats.architectures import architecture_for
+from longrope_convert.formats.atomic_output import atomic_output_file, check_output_path
+from longrope_convert.formats.checkpoint import checkpoint_tensors
+from longrope_convert.formats.errors import CheckpointError, LongRopeError
+from longrope_convert.formats.gguf_arch import GgufLayout, gguf_layout, gguf_target
+from longrope_convert.formats.gguf_dtypes import OUTTYPES
+from longrope_convert.formats.gguf_hparams import add_model_hparams
+from longrope_convert.formats.gguf_spec import add_rope_keys, add_spec_metadata
+from longrope_convert.formats.gguf_tensors import TensorPlan, factor_tensor_plans, plan_weight_tensors
+from longrope_convert.formats.gguf_vocab import GgufVocab, has_tokenizer, read_vocab
+from longrope_convert.formats.gguf_writer import write_gguf
+from longrope_convert.formats.hf_config import ModelGeometry, geometry, read_config
+from longrope_convert.formats.spec import LongRopeSpec
+from longrope_convert.formats.spec_inputs import SpecRequest, spec_for_checkpoint, without_start_tokens
+
+log = logging.getLogger(__name__)
+NO_VOCAB_MODEL = "none"  # llama.cpp's tokenizer model for a GGUF without vocabulary (it refuses a missing key)
+
+
+@dataclass(frozen=True)
+class GgufResult:
+    output: Path
+    spec: LongRopeSpec
+    arch: str
+    factor_sets: str
+    outtype: str
+    tensors: int
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class GgufJob:
+    """Everything validated before the output is opened."""
+
+    config: dict
+    geo: ModelGeometry
+    spec: LongRopeSpec
+    layout: GgufLayout
+    plans: list[TensorPlan]
+    vocab: GgufVocab | None
+    warnings: list[str]
+
+
+def convert_hf_to_gguf(
+    src: Path, out: Path, request: SpecRequest | None = None, outtype: str = "f16", factor_sets: str = "pair",
+    no_vocab: bool = False, force: bool = False, progress: bool | None = None,
+) -> GgufResult:
+    """Convert the checkpoint `src` into the GGUF file `out` (written to a temp file, renamed at the end)."""
+    src, out = Path(src), Path(out)
+    request = request or SpecRequest()
+    job = plan_conversion(src, request, outtype, factor_sets, no_vocab)
+    check_output_path(out, [src] + [p for p in (request.long_factors, request.short_factors) if p], force)
+
+    def metadata(writer) -> None:
+        add_model_hparams(writer, job.config, job.geo, job.layout, OUTTYPES[outtype].file_type, src.name)
+        add_rope_keys(writer, job.spec, mark_longrope=factor_sets == "pair" and job.layout.pair_needs_scaling_type)
+        add_spec_metadata(writer, job.spec, factor_sets, __version__)
+        if job.vocab is not None:
+            job.vocab.add_to(writer)
+        else:
+            writer.add_tokenizer_model(NO_VOCAB_MODEL)
+
+    with atomic_output_file(out, force) as tmp:
+        write_gguf(tmp, job.layout.name, metadata, job.plans, progress)
+    _log_summary(out, job.layout, job.spec, factor_sets, job.plans)
+    return GgufResult(out, job.spec, job.layout.name, factor_sets, outtype, len(job.plans), job.warnings)
+
+
+def plan_conversion(src: Path, request: SpecRequest, outtype: str, factor_sets: str, no_vocab: bool) -> GgufJob:
+    """Read and check config, spec, layout, every tensor header and the tokenizer; nothing is written."""
+    if not src.is_dir():
+        raise CheckpointError("source checkpoint folder not found", src)
+    if outtype not in OUTTYPES:
+        raise LongRopeError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
+    config = read_config(src)
+    source = str(src / "config.json")
+    target = gguf_target(architecture_for(config, source).hf_class)
+    geo = geometry(config, source)
+    spec, warnings = spec_for_checkpoint(config, request, source)
+    spec = without_start_tokens(spec)
+    layout = gguf_layout(target, factor_sets, spec.rotary_dim, geo.head_dim)
+    plans = plan_weight_tensors(checkpoint_tensors(src), layout, geo, OUTTYPES[outtype])
+    plans += factor_tensor_plans(layout, factor_sets, spec.long_factor, spec.short_factor)
+    vocab = _vocab(src, geo.vocab_size, target.requires_endoftext, no_vocab)
+    return GgufJob(config, geo, spec, layout, plans, vocab, warnings)
+
+
+def _vocab(src: Path, vocab_size: int, require_endoftext: bool, no_vocab: bool) -> GgufVocab | None:
+    if no_vocab:
+        if has_tokenizer(src):
+            log.warning("--no-vocab: the tokenizer in %s is left out of the GGUF", src)
+        else:
+            log.warning("--no-vocab: no tokenizer written; llama.cpp loads it but cannot tokenize text")
+        return None
+    return read_vocab(src, vocab_size, require_endoftext)
+
+
+def _log_summary(out: Path, layout: GgufLayout, spec: LongRopeSpec, factor_sets: str, plans: list[TensorPlan]) -> None:
+    log.info("wrote %s: arch %s, %d tensors, factor sets %s", out, layout.name, len(plans), factor_sets)
+    if factor_sets == "pair":
+        log.info("llama.cpp uses the long factors iff n_ctx (rounded up to 256) > %d; attention factor %.6g",
+                 spec.original_max_position_embeddings, spec.attention_factor)
+    else:
+        log.info("the %s factors apply at every context size; attention factor %.6g", factor_sets,
+                 spec.attention_factor)

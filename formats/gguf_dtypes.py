@@ -1,0 +1,111 @@
+"""Output types of `hf-to-gguf` and chunk-wise dtype conversion (numpy only, no torch: fast start, small RSS).
+
+bf16 -> f16 goes through a 65536-entry lookup table (bf16 -> f32 is exact, f32 -> f16 rounds to nearest even):
+the same bits as llama.cpp's converter, several times faster than a float32 round trip.
+bf16 and q8_0 rounding come from gguf-py's reference quantizers (`gguf.quants`).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import gguf
+import numpy as np
+
+from .errors import CheckpointError
+
+Q = gguf.GGMLQuantizationType
+
+
+@dataclass(frozen=True)
+class OutType:
+    """One `--outtype`: the type of 2-D weights and the GGUF file type. 1-D tensors always stay F32."""
+
+    name: str
+    weight_type: gguf.GGMLQuantizationType
+    file_type: gguf.LlamaFileType
+
+
+OUTTYPES: dict[str, OutType] = {
+    o.name: o
+    for o in (
+        OutType("f32", Q.F32, gguf.LlamaFileType.ALL_F32),
+        OutType("f16", Q.F16, gguf.LlamaFileType.MOSTLY_F16),
+        OutType("bf16", Q.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+        OutType("q8_0", Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    )
+}
+
+# safetensors dtype -> how its raw bytes are viewed (bf16 as uint16 bit patterns)
+SOURCE_VIEW = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+RAW_MATCH = {("F32", Q.F32), ("F16", Q.F16), ("BF16", Q.BF16)}  # bytes copied unchanged
+
+
+def tensor_type(outtype: OutType, shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
+    """1-D tensors F32; q8_0 needs rows divisible by its block size, else F16 (as llama.cpp's converter)."""
+    if len(shape) <= 1:
+        return Q.F32
+    if outtype.weight_type == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
+        return Q.F16
+    return outtype.weight_type
+
+
+def gguf_nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+    """Bytes of a tensor of `shape` (row-major, last dim innermost) stored as `qtype`."""
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    return rows * (shape[-1] // block) * type_size
+
+
+def check_source_dtype(dtype: str, name: str) -> None:
+    if dtype not in SOURCE_VIEW:
+        raise CheckpointError(f"tensor {name!r} has dtype {dtype}; GGUF conversion reads F32, F16 and BF16 only")
+
+
+@functools.lru_cache(maxsize=1)
+def _bf16_to_f16_table() -> np.ndarray:
+    bits = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bits.astype(np.float16)
+
+
+def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def to_float32(raw: np.ndarray, src_dtype: str) -> np.ndarray:
+    """A source chunk as float32 (exact for every source dtype)."""
+    if src_dtype == "BF16":
+        return _bf16_to_f32(raw)
+    return np.asarray(raw, dtype=np.float32)
+
+
+def _to_f16(raw: np.ndarray, src_dtype: str) -> np.ndarray:
+    if src_dtype == "BF16":
+        return _bf16_to_f16_table()[raw]
+    with np.errstate(over="ignore"):
+        return raw.astype(np.float16)
+
+
+def _quantized(qtype: gguf.GGMLQuantizationType) -> Callable[[np.ndarray, str], np.ndarray]:
+    def convert(raw: np.ndarray, src_dtype: str) -> np.ndarray:
+        return gguf.quants.quantize(to_float32(raw, src_dtype), qtype)
+
+    return convert
+
+
+CONVERTERS: dict[gguf.GGMLQuantizationType, Callable[[np.ndarray, str], np.ndarray]] = {
+    Q.F32: to_float32,
+    Q.F16: _to_f16,
+    Q.BF16: _quantized(Q.BF16),
+    Q.Q8_0: _quantized(Q.Q8_0),
+}
+
+
+def convert_chunk(raw: np.ndarray, src_dtype: str, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    """Convert a chunk of whole rows from the source dtype to the GGUF type (raw bytes when they already match)."""
+    if (src_dtype, qtype) in RAW_MATCH:
+        return raw
+    return CONVERTERS[qtype](raw, src_dtype)

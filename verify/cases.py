@@ -1,0 +1,98 @@
+"""Verification cases: which token lengths (and which cached decode steps) every target is checked at.
+
+A prefill case runs `length` tokens in one forward. A decode case prefills `prefill` tokens, then feeds
+`steps` single tokens through the KV cache; cached keys keep the rotation of the set they were computed
+with (transformers' and our ONNX graphs' semantics), so a decode case across L_orig mixes the two sets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from longrope_convert.formats.errors import LongRopeError
+
+CPU_LONG_MULTIPLE = 2  # CPU long case: 2 x L_orig (capped by max positions), seconds on a tiny model
+GPU_LONG_LENGTHS = (32768, 131072)  # GPU long cases, capped by max_position_embeddings
+DECODE_STEPS = 2  # decode from L_orig-1: the first step is short (L_orig tokens), the second long
+LOGIT_ELEMENT_BUDGET = 1 << 24  # compared positions x vocab per case (64 MiB in float32)
+
+
+class CaseSpecError(LongRopeError):
+    """--lengths is malformed."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the parity matrix for every target."""
+
+    name: str
+    prefill: int
+    steps: int = 0  # 0: a plain prefill case; >0: single-token cached decode steps after the prefill
+
+    @property
+    def is_decode(self) -> bool:
+        return self.steps > 0
+
+    @property
+    def length(self) -> int:
+        """Total tokens the case covers (the highest position + 1)."""
+        return self.prefill + self.steps
+
+    @property
+    def label(self) -> str:
+        return f"{self.prefill}+{self.steps}" if self.is_decode else str(self.prefill)
+
+    def compared_positions(self, vocab_size: int) -> int:
+        """How many trailing positions are compared: all of them, unless positions x vocab exceeds the budget."""
+        if self.is_decode:
+            return self.steps
+        return max(1, min(self.prefill, LOGIT_ELEMENT_BUDGET // max(vocab_size, 1)))
+
+
+def default_cases(l_orig: int, max_positions: int, on_gpu: bool, max_tokens: int | None = None) -> list[Case]:
+    """short (<= L_orig), exactly L_orig, L_orig+1 (the switch), long, and a cached decode across L_orig.
+
+    Long lengths are capped by max_position_embeddings and by `max_tokens` (what fits in memory), never below
+    L_orig+2.
+    """
+    cases = [Case("short", max(1, l_orig // 2)), Case("at L_orig", l_orig), Case("L_orig+1", l_orig + 1)]
+    longs = GPU_LONG_LENGTHS if on_gpu else (CPU_LONG_MULTIPLE * l_orig,)
+    seen = {c.prefill for c in cases}
+    for n in longs:
+        n = max(min(n, max_positions, max_tokens or n), l_orig + 2)
+        if n not in seen:
+            cases.append(Case("long", n))
+            seen.add(n)
+    if l_orig >= 2:
+        cases.append(Case("decode across L_orig", l_orig - 1, DECODE_STEPS))
+    return cases
+
+
+_ITEM = re.compile(r"^\s*(\d+)\s*(?:\+\s*(\d+))?\s*$")
+
+
+def parse_lengths(text: str, l_orig: int) -> list[Case]:
+    """`200,256,257,600,255+2`: N is an N-token prefill, P+S a P-token prefill then S cached decode steps."""
+    cases = []
+    for item in text.split(","):
+        match = _ITEM.match(item)
+        if not match:
+            raise CaseSpecError(f"--lengths: cannot read {item.strip()!r}; expected N or PREFILL+STEPS, "
+                                "comma-separated")
+        prefill, steps = int(match[1]), int(match[2] or 0)
+        if prefill < 1 or (match[2] is not None and steps < 1):
+            raise CaseSpecError(f"--lengths: {item.strip()!r} must use positive numbers")
+        cases.append(Case(_name_for(prefill, steps, l_orig), prefill, steps))
+    return cases
+
+
+def _name_for(prefill: int, steps: int, l_orig: int) -> str:
+    if steps:
+        crosses = prefill <= l_orig < prefill + steps
+        return "decode across L_orig" if crosses else "decode"
+    if prefill < l_orig:
+        return "short"
+    if prefill == l_orig:
+        return "at L_orig"
+    return "L_orig+1" if prefill == l_orig + 1 else "long"

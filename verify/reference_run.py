@@ -1,0 +1,114 @@
+"""The truth for verify: the independent ReferenceDecoder run chunk by chunk, with an explicit factor set.
+
+Long prefills are fed through the reference's KV cache in query chunks with the set fixed for the whole case,
+which is the same computation as one forward (every key rotated with the case's set) but keeps attention
+scores at chunk x length instead of length x length, and only the compared tail produces logits.
+Decode cases use the cache the other way: each step picks its set by the total length, and cached keys keep
+the rotation they were computed with (transformers' semantics, FACTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from longrope_convert.formats.factor_set import FactorSet
+from longrope_convert.formats.spec import LongRopeSpec
+
+from .reference_model import KVCache, ReferenceDecoder
+
+log = logging.getLogger(__name__)
+
+ATTENTION_SCORE_BUDGET = 1 << 30  # bytes of attention scores per chunk (heads x chunk x length)
+MIN_CHUNK, MAX_CHUNK = 64, 4096
+CACHE_SEMANTICS = (
+    "decode steps reuse the KV cache; cached keys keep the rotation of the factor set active when they were "
+    "computed (never re-rotated), as transformers' incremental decoding and the exported ONNX graphs do"
+)
+
+
+def choose_reference_dtype(device: str, src: Path) -> torch.dtype:
+    """float64 (the truth) on CPU; on CUDA float64 when the float64 weights fit in a third of free memory."""
+    if device != "cuda":
+        return torch.float64
+    from longrope_convert.formats.checkpoint import checkpoint_tensors
+
+    params = sum(_numel(info.shape) for info in checkpoint_tensors(src).values())
+    free, _ = torch.cuda.mem_get_info()
+    if params * 8 * 3 < free:
+        return torch.float64
+    log.warning("float64 weights (%.1f GB) do not fit: the reference runs in float32", params * 8 / 1e9)
+    return torch.float32
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+class ReferenceRunner:
+    """Loads the reference once; answers prefill and decode cases with logits on the reference device."""
+
+    def __init__(self, src: Path, spec: LongRopeSpec, device: str = "cpu", dtype: torch.dtype | None = None):
+        self.dtype = dtype or choose_reference_dtype(device, src)
+        self.device = device
+        self.model = ReferenceDecoder(src, dtype=self.dtype, device=device, spec=spec)
+        self.spec = self.model.spec
+
+    def max_tokens_in_memory(self, share: float = 0.4) -> int | None:
+        """On CUDA: the longest case whose reference KV cache fits in `share` of free memory; None on CPU."""
+        if self.device != "cuda":
+            return None
+        g = self.model.geo
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        per_token = 2 * g.num_layers * g.num_kv_heads * g.head_dim * itemsize
+        free, _ = torch.cuda.mem_get_info()
+        return int(share * free / per_token)
+
+    def chunk_size(self, length: int) -> int:
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        chunk = ATTENTION_SCORE_BUDGET // max(1, self.model.geo.num_heads * length * itemsize)
+        return int(min(MAX_CHUNK, max(MIN_CHUNK, chunk)))
+
+    def prefill_logits(self, ids: torch.Tensor, factor_set: FactorSet, keep: int) -> torch.Tensor:
+        """Logits [keep, V] of the last `keep` positions of ids [1, T], every position rotated with `factor_set`."""
+        length = ids.shape[1]
+        chunk = self.chunk_size(length)
+        cache, pieces = KVCache(), []
+        tail_start = length - keep
+        for start in range(0, length, chunk):
+            end = min(length, start + chunk)
+            if end <= tail_start:
+                cache = self.model.forward(ids[:, start:end], cache, factor_set, last_only=True).cache
+                continue
+            if start < tail_start:  # a chunk straddling the tail: split it there
+                cache = self.model.forward(ids[:, start:tail_start], cache, factor_set, last_only=True).cache
+                start = tail_start
+            result = self.model.forward(ids[:, start:end], cache, factor_set)
+            cache = result.cache
+            pieces.append(result.logits[0])
+        return torch.cat(pieces, dim=0)
+
+    def decode_logits(self, ids: torch.Tensor, prefill: int) -> tuple[torch.Tensor, list[FactorSet]]:
+        """Prefill `prefill` tokens, then one cached step per remaining token; logits [steps, V] and each step's set."""
+        result = self.model.forward(ids[:, :prefill], last_only=True)
+        cache, logits, sets = result.cache, [], []
+        for pos in range(prefill, ids.shape[1]):
+            result = self.model.forward(ids[:, pos:pos + 1], cache)
+            cache = result.cache
+            logits.append(result.logits[0, -1])
+            sets.append(result.factor_set)
+        return torch.stack(logits), sets
+
+
+def decode_set_label(sets: list[FactorSet]) -> str:
+    """"short", "long", or "short->long" when the steps cross L_orig."""
+    names = []
+    for s in sets:
+        if not names or names[-1] != s.value:
+            names.append(s.value)
+    return "->".join(names)

@@ -1,0 +1,141 @@
+"""Target: a GGUF file run by llama.cpp (llama-cpp-python), with n_ctx chosen per case.
+
+llama.cpp fixes the factor set per context (long iff n_ctx padded to 256 > L_orig), so each case picks
+n_ctx = L_orig for lengths <= L_orig, else the smallest multiple of 256 above L_orig covering the length:
+then llama.cpp uses the set transformers would. When L_orig is not a multiple of 256 a short case may be
+impossible; the reference then runs with the set llama.cpp must use and the table says so. There is no
+decode case: the set cannot change inside one llama.cpp context.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from longrope_convert.formats.factor_set import (
+    FactorSet,
+    choose_by_context_size,
+    choose_by_sequence_length,
+    llama_cpp_padded_ctx,
+)
+from longrope_convert.formats.gguf_spec import KEY_FACTOR_SETS
+
+from .cases import Case
+from .targets import TargetContext, TargetError, TargetOutput
+
+log = logging.getLogger(__name__)
+
+# gguf.LlamaFileType name -> tolerance precision key; every other type is "quantized".
+FILE_TYPE_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16", "MOSTLY_Q8_0": "q8_0"}
+TENSOR_TYPE_PRECISION = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
+# llama_cpp_runner evaluates the prompt in one batch on the CPU: attention scores grow as tokens^2.
+MAX_TOKENS = 16384
+
+
+class GgufTarget:
+    kind = "gguf"
+
+    def __init__(self, path: Path, context: TargetContext):
+        from . import llama_cpp_runner
+
+        self.runner = llama_cpp_runner
+        self.path = str(path)
+        self.l_orig = context.spec.original_max_position_embeddings
+        self.facts = read_gguf_facts(path)
+        self.precision = self.facts.precision
+        self.name = f"gguf:{path.name} ({self.precision})"
+        if self.facts.l_orig is not None and self.facts.l_orig != self.l_orig:
+            log.warning("%s: original_context_length %d differs from the reference's L_orig %d",
+                        path, self.facts.l_orig, self.l_orig)
+
+    @classmethod
+    def open(cls, path: Path | None, context: TargetContext) -> "GgufTarget":
+        if path is None or not Path(path).is_file():
+            raise TargetError("GGUF file not found", path)
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise TargetError("llama-cpp-python is not installed (pip install 'longrope-convert[llama]')") from None
+        return cls(Path(path), context)
+
+    def n_ctx(self, case: Case) -> int:
+        return n_ctx_for(case.length, self.l_orig)
+
+    def skip_reason(self, case: Case) -> str | None:
+        if case.is_decode:
+            return "llama.cpp fixes the factor set per context; no switch inside a KV cache"
+        if case.length > MAX_TOKENS:
+            return f"over {MAX_TOKENS} tokens: llama.cpp runs the prompt in one CPU batch (memory ~ tokens^2)"
+        return None
+
+    def expected_set(self, case: Case) -> FactorSet:
+        return choose_by_context_size(self.n_ctx(case), self.l_orig)
+
+    def run(self, case: Case, input_ids: torch.Tensor, keep: int) -> TargetOutput:
+        n_ctx = self.n_ctx(case)
+        tokens = [int(t) for t in input_ids[0].tolist()]
+        logits = self.runner.llama_cpp_logits(self.path, tokens, n_ctx)
+        used = self.facts.single_set or FactorSet(
+            self.runner.gguf_factor_set(n_ctx, self.facts.l_orig or self.l_orig))
+        rule = choose_by_sequence_length(case.length, self.l_orig)
+        note = f"n_ctx {n_ctx}" + ("" if used == rule else f"; transformers would use {rule.value}")
+        tail = np.ascontiguousarray(np.asarray(logits, dtype=np.float32)[-keep:])
+        return TargetOutput(torch.from_numpy(tail), used.value, note)
+
+    def close(self) -> None:
+        pass
+
+
+def n_ctx_for(length: int, l_orig: int) -> int:
+    """L_orig when `length` fits in it (short set), else a multiple of 256 above L_orig covering it (long set)."""
+    if length <= l_orig:
+        return l_orig
+    return llama_cpp_padded_ctx(max(length, l_orig + 1))
+
+
+@dataclass(frozen=True)
+class GgufFacts:
+    l_orig: int | None  # <arch>.rope.scaling.original_context_length
+    precision: str  # tolerance key
+    single_set: FactorSet | None  # hf-to-gguf --factor-sets long|short: that set at every length
+
+
+def read_gguf_facts(path: Path) -> GgufFacts:
+    """What the GGUF header says about L_orig, weight precision and a single baked factor set, via gguf-py."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # gguf-py raises ValueError/struct errors on a bad file
+        raise TargetError(f"not a readable GGUF file: {exc}", path) from None
+    arch = _field_value(reader, gguf.Keys.General.ARCHITECTURE)
+    l_orig = _field_value(reader, gguf.Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) if arch else None
+    sets = _field_value(reader, KEY_FACTOR_SETS)
+    single = FactorSet(sets) if sets in (FactorSet.LONG.value, FactorSet.SHORT.value) else None
+    return GgufFacts(int(l_orig) if l_orig is not None else None, _precision(reader), single)
+
+
+def _precision(reader) -> str:
+    import gguf
+
+    file_type = _field_value(reader, gguf.Keys.General.FILE_TYPE)
+    try:
+        if file_type is not None:
+            return FILE_TYPE_PRECISION.get(gguf.LlamaFileType(int(file_type)).name, "quantized")
+    except ValueError:
+        pass
+    types = collections.Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
+    common = types.most_common(1)[0][0] if types else "F32"
+    return TENSOR_TYPE_PRECISION.get(common, "quantized")
+
+
+def _field_value(reader, key: str):
+    field = reader.get_field(key)
+    if field is None:
+        return None
+    return field.contents()

@@ -1,0 +1,59 @@
+"""Target: transformers itself, a fresh AutoModelForCausalLM loaded from the baked config (no remote code).
+
+Prefill cases keep only the compared tail's logits (`logits_to_keep`); decode cases prefill with the cache,
+then feed single tokens through it (transformers' own incremental decoding). On CUDA attention is SDPA
+(memory-efficient); on CPU it is eager, for exactness.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .cases import Case
+from .target_base import SequenceRuleTarget
+from .targets import TargetContext, TargetOutput
+from .transformers_runner import load_transformers_model
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TransformersTarget(SequenceRuleTarget):
+    kind = "transformers"
+
+    def __init__(self, context: TargetContext):
+        super().__init__(context.spec)
+        self.precision = context.dtype
+        self.name = f"transformers ({context.dtype})"
+        self.path = str(context.src)
+        attention = "sdpa" if context.device == "cuda" else "eager"  # memory-efficient for long GPU cases
+        self.model = load_transformers_model(context.src, TORCH_DTYPES[context.dtype], context.device, attention)
+        self.device = context.device
+
+    @classmethod
+    def open(cls, path: Path | None, context: TargetContext) -> "TransformersTarget":
+        return cls(context)
+
+    @torch.inference_mode()
+    def run(self, case: Case, input_ids: torch.Tensor, keep: int) -> TargetOutput:
+        ids = input_ids.to(self.device)
+        if case.is_decode:
+            return TargetOutput(self._decode(ids, case.prefill), self.step_sets_label(case))
+        out = self.model(input_ids=ids, use_cache=False, logits_to_keep=keep)
+        return TargetOutput(out.logits[0, -keep:], self.expected_set(case).value)
+
+    def _decode(self, ids: torch.Tensor, prefill: int) -> torch.Tensor:
+        out = self.model(input_ids=ids[:, :prefill], use_cache=True, logits_to_keep=1)
+        past, steps = out.past_key_values, []
+        for pos in range(prefill, ids.shape[1]):
+            out = self.model(input_ids=ids[:, pos:pos + 1], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            steps.append(out.logits[0, -1])
+        return torch.stack(steps)
+
+    def close(self) -> None:
+        del self.model
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+

@@ -1,0 +1,110 @@
+"""Pass/fail limits per target kind and precision, growing with length where float32 angles drift.
+
+The table is the documentation (docs/verify.md copies it). A limit applies at `length` tokens as
+    rel_l2(length) = rel_l2 * g,   kl(length) = kl * g**2,   g = 1 + length / growth_tokens
+because float32 rope angles (position x inv_freq) lose precision linearly with position (FACTS.md), and KL
+grows with the square of a small logit error. top1 is a minimum agreement and does not grow;
+max_abs is unchecked (None) unless set, since logit scales differ between models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from longrope_convert.formats.errors import LongRopeError
+
+METRIC_KEYS = ("rel_l2", "kl", "top1", "max_abs", "growth_tokens")
+
+
+class ToleranceError(LongRopeError):
+    """--tolerance is malformed."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rel_l2: float
+    kl: float
+    top1: float
+    max_abs: float | None = None
+    growth_tokens: float = 4096.0
+
+    def at_length(self, length: int) -> "Tolerance":
+        """The limits for a case covering `length` tokens (see the module docstring)."""
+        g = 1.0 + length / self.growth_tokens if self.growth_tokens > 0 else 1.0
+        return replace(self, rel_l2=self.rel_l2 * g, kl=self.kl * g * g)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# (target kind, precision) -> base limits. Measured on the tiny test models (docs/verify.md): float32 targets
+# agree with the float64 reference to ~1e-6 relative; the limits leave ~100x headroom and still catch a swapped
+# factor set (~1e-1) or a wrong attention factor (~1e-1).
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("transformers", "float32"): Tolerance(rel_l2=1e-4, kl=1e-6, top1=0.99),
+    ("transformers", "float16"): Tolerance(rel_l2=1e-2, kl=1e-3, top1=0.95),
+    ("transformers", "bfloat16"): Tolerance(rel_l2=5e-2, kl=1e-2, top1=0.90),
+    ("gguf", "f32"): Tolerance(rel_l2=1e-3, kl=1e-5, top1=0.99),
+    ("gguf", "f16"): Tolerance(rel_l2=1e-2, kl=1e-3, top1=0.95),
+    ("gguf", "bf16"): Tolerance(rel_l2=5e-2, kl=1e-2, top1=0.90),
+    ("gguf", "q8_0"): Tolerance(rel_l2=5e-2, kl=1e-2, top1=0.90),
+    ("gguf", "quantized"): Tolerance(rel_l2=2e-1, kl=1e-1, top1=0.70),
+    ("onnx", "fp32"): Tolerance(rel_l2=1e-4, kl=1e-6, top1=0.99),
+    ("onnx", "fp16"): Tolerance(rel_l2=1e-2, kl=1e-3, top1=0.95),
+}
+FALLBACK = Tolerance(rel_l2=2e-1, kl=1e-1, top1=0.70)  # an unknown precision: only gross errors fail
+
+
+@dataclass(frozen=True)
+class Override:
+    """`[KIND[/PRECISION].]METRIC=VALUE` from --tolerance."""
+
+    kind: str | None
+    precision: str | None
+    metric: str
+    value: float
+
+    def matches(self, kind: str, precision: str) -> bool:
+        return (self.kind is None or self.kind == kind) and (self.precision is None or self.precision == precision)
+
+
+def parse_override(text: str) -> Override:
+    """Parse one --tolerance argument, e.g. `rel_l2=1e-3`, `gguf.kl=1e-4`, `gguf/f16.top1=0.9`."""
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ToleranceError(f"--tolerance {text!r}: expected [KIND[/PRECISION].]METRIC=VALUE")
+    scope, _, metric = key.strip().rpartition(".")
+    if metric not in METRIC_KEYS:
+        raise ToleranceError(f"--tolerance {text!r}: metric must be one of {', '.join(METRIC_KEYS)}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ToleranceError(f"--tolerance {text!r}: {raw.strip()!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ToleranceError(f"--tolerance {text!r}: the value must be finite and >= 0")
+    kind, _, precision = scope.partition("/")
+    return Override(kind or None, precision or None, metric, value)
+
+
+def tolerance_for(kind: str, precision: str, overrides: tuple[Override, ...] = ()) -> Tolerance:
+    """The base limits for a target, with matching overrides applied in order (later wins)."""
+    tol = TOLERANCES.get((kind, precision), FALLBACK)
+    for o in overrides:
+        if o.matches(kind, precision):
+            tol = replace(tol, **{o.metric: o.value})
+    return tol
+
+
+def failures(tol: Tolerance, rel_l2: float, kl: float, top1: float, max_abs: float) -> list[str]:
+    """Human-readable reasons a comparison is outside `tol` (empty when it passes); NaN always fails."""
+    out = []
+    if not rel_l2 <= tol.rel_l2:
+        out.append(f"rel_l2 {rel_l2:.3g} > {tol.rel_l2:.3g}")
+    if not kl <= tol.kl:
+        out.append(f"kl {kl:.3g} > {tol.kl:.3g}")
+    if not top1 >= tol.top1:
+        out.append(f"top1 {top1:.3f} < {tol.top1:.3f}")
+    if tol.max_abs is not None and not max_abs <= tol.max_abs:
+        out.append(f"max_abs {max_abs:.3g} > {tol.max_abs:.3g}")
+    return out
