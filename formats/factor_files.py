@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import FactorFileError
 from .factor_set import FactorSet
+from .json_io import read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,7 @@ def read_factor_file(path: str | Path) -> FactorFileContents:
 
 
 def _read_bounded(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise FactorFileError("not a regular file", path)
-        if size > MAX_FACTOR_FILE_BYTES:
-            raise FactorFileError(f"file is {size} bytes, over the {MAX_FACTOR_FILE_BYTES} byte limit for factor files", path)
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FACTOR_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise FactorFileError("file not found", path) from None
-    except OSError as exc:
-        raise FactorFileError(f"cannot read file ({exc.strerror})", path) from None
+    data = read_bounded(path, FactorFileError, MAX_FACTOR_FILE_BYTES, "factor files")
     if not data.strip():
         raise FactorFileError("file is empty", path)
     return data
