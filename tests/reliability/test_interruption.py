@@ -3,72 +3,97 @@ and a re-run succeeds."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
+from longrope_convert.formats.example_factors import example_long_factors
 from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.tiny_checkpoint import TinyShape, write_tiny_checkpoint
 
-BIG_BYTES = 128 * 1024 * 1024
-
-
-def _big_checkpoint(root: Path, demo_baked: Path) -> Path:
-    """The demo's config with one extra ~256 MB tensor, so copying takes long enough to interrupt."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    src = root / "src"
-    src.mkdir()
-    (src / "config.json").write_text((demo_baked / "config.json").read_text())
-    tensors = load_file(str(demo_baked / "model.safetensors"))
-    tensors["zz_padding.weight"] = torch.zeros(BIG_BYTES // 4, dtype=torch.float32)
-    save_file(tensors, str(src / "model.safetensors"))
-    return src
+# ~270 MB of float32 weights: long enough to copy or convert that a kill lands mid-way.
+BIG_SHAPE = TinyShape(hidden_size=1024, intermediate_size=4096, num_layers=4, num_heads=8, num_kv_heads=8,
+                      head_dim=128, vocab_size=512)
 
 
-def _bake_cmd(src: Path, out: Path, force: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "longrope_convert.convert", "bake", str(src), "-o", str(out), "--copy-weights"]
-    return cmd + (["--force"] if force else [])
+def _gguf_complete(out: Path) -> bool:
+    from longrope_convert.formats.gguf_spec import read_gguf_spec
+
+    return read_gguf_spec(out).max_position_embeddings == 1024
 
 
-def _assert_absent_or_complete(out: Path) -> bool:
-    if not out.exists():
-        return False
-    spec = spec_from_config(read_config(out))
-    assert spec is not None and spec.max_position_embeddings == 1024
-    assert (out / "model.safetensors").stat().st_size > BIG_BYTES
-    return True
+def _onnx_complete(out: Path) -> bool:
+    from longrope_convert.formats.onnx_metadata import read_metadata, spec_from_metadata
+
+    return spec_from_metadata(read_metadata(out / "model.onnx")).max_position_embeddings == 1024
+
+
+def _baked_complete(out: Path) -> bool:
+    return spec_from_config(read_config(out)).max_position_embeddings == 1024
+
+
+@dataclass(frozen=True)
+class Conversion:
+    name: str
+    argv: Callable[[Path, Path], list[str]]
+    complete: Callable[[Path], bool]
+    output_name: str
+
+
+CONVERSIONS = [
+    Conversion("bake", lambda src, out: ["bake", str(src), "-o", str(out), "--copy-weights"], _baked_complete, "out"),
+    Conversion("hf-to-gguf", lambda src, out: ["hf-to-gguf", str(src), "-o", str(out), "--no-vocab", "--outtype", "f16"],
+               _gguf_complete, "out.gguf"),
+    Conversion("export-onnx", lambda src, out: ["export-onnx", str(src), "-o", str(out)], _onnx_complete, "onnx"),
+]
 
 
 @pytest.fixture(scope="module")
-def big_src(tmp_path_factory, demo_models):
-    return _big_checkpoint(tmp_path_factory.mktemp("big"), demo_models["LlamaForCausalLM"].baked)
+def big_src(tmp_path_factory) -> Path:
+    """A plain ~270 MB checkpoint baked to LongRoPE 256 -> 1024 (weights hard-linked)."""
+    from longrope_convert.convert.bake import bake_checkpoint
+    from longrope_convert.formats.spec_inputs import SpecRequest
+
+    root = tmp_path_factory.mktemp("big")
+    plain = write_tiny_checkpoint(root / "plain", "LlamaForCausalLM", BIG_SHAPE, seed=2)
+    (root / "long.csv").write_text("\n".join(map(str, example_long_factors(128, 4.0))))
+    return bake_checkpoint(plain, root / "src", SpecRequest(long_factors=root / "long.csv",
+                                                            max_position_embeddings=1024)).output
 
 
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "longrope_convert.convert", *args]
+
+
+@pytest.mark.parametrize("conversion", CONVERSIONS, ids=[c.name for c in CONVERSIONS])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_killed_bake_leaves_nothing_and_rerun_succeeds(tmp_path, big_src, sig):
+def test_killed_conversion_leaves_nothing_and_rerun_succeeds(tmp_path, big_src, conversion, sig):
     start = time.perf_counter()
-    subprocess.run(_bake_cmd(big_src, tmp_path / "timing"), check=True, capture_output=True)
+    subprocess.run(_cli(conversion.argv(big_src, tmp_path / f"timing-{conversion.output_name}")),
+                   check=True, capture_output=True)
     full = time.perf_counter() - start
-    rng = random.Random(int(sig))
+    rng = random.Random(f"{conversion.name}-{int(sig)}")
     for attempt in range(2):
-        out = tmp_path / f"out{attempt}"
-        proc = subprocess.Popen(_bake_cmd(big_src, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out = tmp_path / f"{attempt}-{conversion.output_name}"
+        proc = subprocess.Popen(_cli(conversion.argv(big_src, out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
         time.sleep(rng.uniform(0.3, 0.9) * full)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-        finished = _assert_absent_or_complete(out)
-        if sig == signal.SIGINT and not finished:
-            assert proc.returncode == 130 and "Traceback" not in err
+        _, err = proc.communicate(timeout=120)
+        finished = out.exists()
+        if finished:
+            assert conversion.complete(out)  # the kill came after the final rename: whole, never partial
+        elif sig == signal.SIGINT:
+            assert proc.returncode == 130 and "Traceback" not in err, err
             assert not list(tmp_path.glob(f".{out.name}.partial-*"))  # cleaned up on SIGINT
-        rerun = subprocess.run(_bake_cmd(big_src, out, force=finished), capture_output=True, text=True)
+        rerun = subprocess.run(_cli(conversion.argv(big_src, out) + (["--force"] if finished else [])),
+                               capture_output=True, text=True)
         assert rerun.returncode == 0, rerun.stderr
-        assert _assert_absent_or_complete(out)
-        assert json.loads((out / "config.json").read_text())["rope_scaling"]["type"] == "longrope"
+        assert conversion.complete(out)
