@@ -72,3 +72,16 @@ def test_inspect_reads_the_spec_back_from_an_onnx_export(llama_model, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "longrope_convert.convert", "inspect", str(tmp_path / "bad.onnx")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not a readable ONNX model" in bad.stderr
+
+
+def test_inspect_reads_the_spec_back_from_a_gguf(llama_model, tmp_path):
+    from longrope_convert.convert.hf_to_gguf import convert_hf_to_gguf
+
+    convert_hf_to_gguf(llama_model.baked, tmp_path / "m.gguf", outtype="f32", progress=False)
+    proc = subprocess.run([sys.executable, "-m", "longrope_convert.convert", "inspect", str(tmp_path / "m.gguf")],
+                          capture_output=True, text=True, check=True)
+    assert "L_orig 256, max_position_embeddings 1024" in proc.stdout and "attention factor 1.118033989" in proc.stdout
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\x00" * 7)
+    bad = subprocess.run([sys.executable, "-m", "longrope_convert.convert", "inspect", str(tmp_path / "bad.gguf")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "bad.gguf" in bad.stderr and "Traceback" not in bad.stderr
