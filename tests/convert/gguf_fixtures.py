@@ -9,29 +9,20 @@ import numpy as np
 import pytest
 import torch
 
+from longrope_convert.convert.demo import DEMO_MODELS
+
 L_ORIG = 256
 SHORT_LEN, SHORT_CTX = 200, 256  # n_ctx 256 = L_orig: llama.cpp uses the short set
 LONG_LEN, LONG_CTX = 600, 1024  # n_ctx 1024 > L_orig: long set
-# which tokenizer each tiny model carries (both kinds are covered)
-TOKENIZER_KIND = {
-    "LlamaForCausalLM": "sentencepiece",
-    "MistralForCausalLM": "sentencepiece",
-    "Qwen2ForCausalLM": "bpe",
-    "Phi3ForCausalLM": "sentencepiece",
-}
+# which tokenizer each demo model carries (both kinds are covered)
+TOKENIZER_KIND = {hf_class: tokenizer for hf_class, _, tokenizer, _ in DEMO_MODELS}
 
 
 @pytest.fixture(scope="session")
-def gguf_models(tmp_path_factory) -> dict[str, Path]:
-    """hf_class -> baked tiny checkpoint (L_orig 256 -> 1024, Phi-3 with partial rotary 0.75) with a tokenizer."""
-    from longrope_convert.convert.demo import build_demo_models, prepare_workdir
-    from longrope_convert.formats.tiny_tokenizer import write_tiny_tokenizer
-
-    workdir = prepare_workdir(tmp_path_factory.mktemp("gguf") / "models")
-    models = {m.hf_class: m.baked for m in build_demo_models(workdir)}
-    for hf_class, folder in models.items():
-        write_tiny_tokenizer(folder, TOKENIZER_KIND[hf_class])
-    return models
+def gguf_models(demo_models) -> dict[str, Path]:
+    """hf_class -> the demo's baked tiny checkpoint (L_orig 256 -> 1024, Phi-3 with partial rotary 0.75), which
+    carries a tokenizer. Tests only read these folders."""
+    return {hf_class: m.baked for hf_class, m in demo_models.items()}
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ swapped must fail at every prefill length; both good artifacts pass all cases.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -57,18 +56,15 @@ def test_onnx_good_passes_and_frozen_fails_past_l_orig(onnx_pair, tmp_path, caps
 
 @pytest.fixture(scope="module")
 def gguf_pair(demo_models, tmp_path_factory):
-    """LLaMA with a tokenizer: a correct f32 GGUF and one converted with the factor files swapped."""
+    """LLaMA: a correct f32 GGUF and one converted with the factor files swapped."""
     pytest.importorskip("llama_cpp")
     from longrope_convert.convert.hf_to_gguf import convert_hf_to_gguf
     from longrope_convert.formats.spec_inputs import SpecRequest
-    from longrope_convert.formats.tiny_tokenizer import write_tiny_tokenizer
 
     model = demo_models["LlamaForCausalLM"]
     root = tmp_path_factory.mktemp("verify_gguf")
-    baked = root / "llama"
-    shutil.copytree(model.baked, baked)  # the shared fixture stays untouched
-    write_tiny_tokenizer(baked, "sentencepiece")
-    factors = model.baked.parent
+    baked = model.baked  # the demo's checkpoint carries a tokenizer; it is only read here
+    factors = baked.parent
     good = convert_hf_to_gguf(baked, root / "good.gguf", outtype="f32", progress=False).output
     swapped = SpecRequest(long_factors=factors / "short_factors.csv", short_factors=factors / "long_factors.csv")
     bad = convert_hf_to_gguf(baked, root / "swapped.gguf", swapped, outtype="f32", progress=False).output
