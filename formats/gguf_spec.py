@@ -57,21 +57,28 @@ def add_rope_keys(writer: gguf.GGUFWriter, spec: LongRopeSpec, mark_longrope: bo
 def read_gguf_spec(path: str | Path) -> LongRopeSpec | None:
     """The LongRoPE spec a GGUF carries: our keys when present, else llama.cpp's factor tensors and rope keys
     (e.g. a Phi-3 GGUF made by llama.cpp's converter); None when it has neither."""
-    reader = _open(Path(path))
-    fields = {name: _field_value(f) for name, f in reader.fields.items()}
+    reader = open_gguf(Path(path))
+    fields = gguf_fields(reader)
     if KEY_LONG in fields:
         return _spec_from_our_keys(fields)
     return _spec_from_llama_cpp(reader, fields)
 
 
-def _open(path: Path) -> gguf.GGUFReader:
+def open_gguf(path: Path) -> gguf.GGUFReader:
+    """A GGUFReader, or a one-line error for a file that is not GGUF."""
     try:
         return gguf.GGUFReader(path)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"not a readable GGUF file ({exc})", path) from None
 
 
-def _field_value(field: gguf.ReaderField):
+def gguf_fields(reader: gguf.GGUFReader) -> dict:
+    """Every metadata key with its value as plain Python (str, int, float, or a list of them)."""
+    return {name: field_value(f) for name, f in reader.fields.items()}
+
+
+def field_value(field: gguf.ReaderField):
+    """One metadata field as plain Python."""
     if not field.types:
         return None
     if field.types[0] == V.ARRAY:

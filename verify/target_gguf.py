@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
 import numpy as np
 import torch
 
@@ -23,7 +24,7 @@ from longrope_convert.formats.factor_set import (
     choose_by_sequence_length,
     llama_cpp_padded_ctx,
 )
-from longrope_convert.formats.gguf_spec import KEY_FACTOR_SETS
+from longrope_convert.formats.gguf_spec import KEY_FACTOR_SETS, gguf_fields, open_gguf
 
 from .cases import Case
 from .targets import TargetContext, TargetError, TargetOutput
@@ -106,24 +107,18 @@ class GgufFacts:
 
 
 def read_gguf_facts(path: Path) -> GgufFacts:
-    """What the GGUF header says about L_orig, weight precision and a single baked factor set, via gguf-py."""
-    import gguf
-
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # gguf-py raises ValueError/struct errors on a bad file
-        raise TargetError(f"not a readable GGUF file: {exc}", path) from None
-    arch = _field_value(reader, gguf.Keys.General.ARCHITECTURE)
-    l_orig = _field_value(reader, gguf.Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) if arch else None
-    sets = _field_value(reader, KEY_FACTOR_SETS)
+    """What the GGUF header says about L_orig, weight precision and a single baked factor set."""
+    reader = open_gguf(path)
+    fields = gguf_fields(reader)
+    arch = fields.get(gguf.Keys.General.ARCHITECTURE)
+    l_orig = fields.get(gguf.Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) if arch else None
+    sets = fields.get(KEY_FACTOR_SETS)
     single = FactorSet(sets) if sets in (FactorSet.LONG.value, FactorSet.SHORT.value) else None
-    return GgufFacts(int(l_orig) if l_orig is not None else None, _precision(reader), single)
+    return GgufFacts(int(l_orig) if l_orig is not None else None, _precision(reader, fields), single)
 
 
-def _precision(reader) -> str:
-    import gguf
-
-    file_type = _field_value(reader, gguf.Keys.General.FILE_TYPE)
+def _precision(reader: gguf.GGUFReader, fields: dict) -> str:
+    file_type = fields.get(gguf.Keys.General.FILE_TYPE)
     try:
         if file_type is not None:
             return FILE_TYPE_PRECISION.get(gguf.LlamaFileType(int(file_type)).name, "quantized")
@@ -132,10 +127,3 @@ def _precision(reader) -> str:
     types = collections.Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
     common = types.most_common(1)[0][0] if types else "F32"
     return TENSOR_TYPE_PRECISION.get(common, "quantized")
-
-
-def _field_value(reader, key: str):
-    field = reader.get_field(key)
-    if field is None:
-        return None
-    return field.contents()

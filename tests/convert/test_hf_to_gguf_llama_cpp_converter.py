@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 import pytest
 
-from longrope_convert.formats.gguf_spec import PREFIX, _field_value
+from longrope_convert.formats.gguf_spec import PREFIX, field_value
 
 from .gguf_fixtures import converted, gguf_models, gguf_out
 
@@ -45,7 +45,7 @@ def run_llama_cpp_converter(script: Path, src: Path, out: Path) -> Path:
 
 def read(path: Path) -> tuple[dict, dict]:
     reader = gguf.GGUFReader(path)
-    kv = {k: _field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    kv = {k: field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
     return kv, {t.name: t for t in reader.tensors}
 
 

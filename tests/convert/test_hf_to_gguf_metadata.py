@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 
 from longrope_convert.convert.hf_to_gguf import convert_hf_to_gguf
 from longrope_convert.formats import gguf_tensors
-from longrope_convert.formats.gguf_spec import _field_value, read_gguf_spec
+from longrope_convert.formats.gguf_spec import field_value, read_gguf_spec
 from longrope_convert.formats.hf_config import read_config, spec_from_config
 from longrope_convert.formats.spec_inputs import SpecRequest
 
@@ -21,7 +21,7 @@ __all__ = ["gguf_models", "gguf_out"]
 
 def fields(path) -> dict:
     reader = gguf.GGUFReader(path)
-    return {k: _field_value(f) for k, f in reader.fields.items()}
+    return {k: field_value(f) for k, f in reader.fields.items()}
 
 
 def tensors(path) -> dict:
@@ -67,7 +67,7 @@ def test_llama_cpp_converter_style_gguf_reads_back_from_tensors(gguf_models, ggu
     for key, field in reader.fields.items():
         if key.startswith("longrope_convert.") or key.startswith("GGUF.") or key == "general.architecture":
             continue
-        value = _field_value(field)
+        value = field_value(field)
         sub = field.types[1] if len(field.types) > 1 else None
         writer.add_key_value(key, value, field.types[0], sub_type=sub)
     for t in reader.tensors:

@@ -8,7 +8,7 @@ import hashlib
 import gguf
 import pytest
 
-from longrope_convert.formats.gguf_spec import _field_value
+from longrope_convert.formats.gguf_spec import field_value
 from longrope_convert.formats.tiny_tokenizer import (
     CHAT_TEMPLATE, ENDOFTEXT, TINY_VOCAB_SIZE, tiny_training_text, write_tiny_tokenizer,
 )
@@ -47,7 +47,7 @@ def test_tiny_tokenizer_is_deterministic_and_vocab_sized(tmp_path, kind):
 def test_vocab_keys(gguf_models, gguf_out, hf_class):
     factor_sets = "long" if hf_class == "Qwen2ForCausalLM" else "pair"
     reader = gguf.GGUFReader(converted(gguf_models[hf_class], gguf_out, "f16", factor_sets))
-    kv = {k: _field_value(f) for k, f in reader.fields.items()}
+    kv = {k: field_value(f) for k, f in reader.fields.items()}
     bpe = TOKENIZER_KIND[hf_class] == "bpe"
     assert kv["tokenizer.ggml.model"] == ("gpt2" if bpe else "llama")
     assert kv["tokenizer.ggml.pre"] == ("gpt-2" if bpe else "default")
