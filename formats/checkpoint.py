@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,7 @@ def _tensor_infos(path: Path, header: dict, data_start: int, size: int) -> list[
             dtype, shape, (begin, end) = meta["dtype"], tuple(int(s) for s in meta["shape"]), meta["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"tensor {name!r} has a malformed header entry", path) from None
-        count = 1
-        for s in shape:
-            count *= s
+        count = math.prod(shape)
         width = DTYPE_BYTES.get(dtype)
         if width is None:
             raise CheckpointError(f"tensor {name!r} has unsupported dtype {dtype}", path)

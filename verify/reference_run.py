@@ -10,6 +10,7 @@ the rotation they were computed with (transformers' semantics, FACTS.md).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -35,19 +36,12 @@ def choose_reference_dtype(device: str, src: Path) -> torch.dtype:
         return torch.float64
     from longrope_convert.formats.checkpoint import checkpoint_tensors
 
-    params = sum(_numel(info.shape) for info in checkpoint_tensors(src).values())
+    params = sum(math.prod(info.shape) for info in checkpoint_tensors(src).values())
     free, _ = torch.cuda.mem_get_info()
     if params * 8 * 3 < free:
         return torch.float64
     log.warning("float64 weights (%.1f GB) do not fit: the reference runs in float32", params * 8 / 1e9)
     return torch.float32
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 class ReferenceRunner:
