@@ -36,6 +36,13 @@ class TensorInfo:
     end: int
 
 
+def bf16_bits_to_float32(bits):
+    """bfloat16 bit patterns (a uint16 numpy array) as float32: exact, the upper half of the float32 bits."""
+    import numpy as np
+
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 def weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a checkpoint, from the index when there is one; refuses pickle-only weights."""
     index = folder / INDEX_NAME

@@ -14,6 +14,7 @@ from typing import Callable
 import gguf
 import numpy as np
 
+from .checkpoint import bf16_bits_to_float32
 from .errors import CheckpointError
 
 Q = gguf.GGMLQuantizationType
@@ -66,19 +67,15 @@ def check_source_dtype(dtype: str, name: str) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _bf16_to_f16_table() -> np.ndarray:
-    bits = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32)
+    every_bf16 = bf16_bits_to_float32(np.arange(65536, dtype=np.uint16))
     with np.errstate(over="ignore", invalid="ignore"):
-        return bits.astype(np.float16)
-
-
-def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    return (raw.astype(np.uint32) << 16).view(np.float32)
+        return every_bf16.astype(np.float16)
 
 
 def to_float32(raw: np.ndarray, src_dtype: str) -> np.ndarray:
     """A source chunk as float32 (exact for every source dtype)."""
     if src_dtype == "BF16":
-        return _bf16_to_f32(raw)
+        return bf16_bits_to_float32(raw)
     return np.asarray(raw, dtype=np.float32)
 
 

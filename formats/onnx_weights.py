@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .architectures import Architecture
-from .checkpoint import TensorInfo
+from .checkpoint import TensorInfo, bf16_bits_to_float32
 from .errors import CheckpointError
 from .hf_config import ModelGeometry
 
@@ -21,7 +21,7 @@ def read_array(info: TensorInfo) -> np.ndarray:
     elif info.dtype == "F16":
         array = raw.view(np.float16)
     elif info.dtype == "BF16":
-        array = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        array = bf16_bits_to_float32(raw.view(np.uint16))
     elif info.dtype == "F64":
         array = raw.view(np.float64).astype(np.float32)
     else:
