@@ -7,8 +7,10 @@ import logging
 
 log = logging.getLogger(__name__)
 
+from .demo import DEMO_L_ORIG
+
 # A GGUF with one factor set applies it at every length: verify it only where that set is the right one.
-SINGLE_SET_LENGTHS = {"long": "257,512", "short": "128,256"}
+SINGLE_SET_LENGTHS = {"long": f"{DEMO_L_ORIG + 1},{2 * DEMO_L_ORIG}", "short": f"{DEMO_L_ORIG // 2},{DEMO_L_ORIG}"}
 
 
 def _runs(artifact, has_llama_cpp: bool):
