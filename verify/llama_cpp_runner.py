@@ -16,6 +16,8 @@ from longrope_convert.formats.factor_set import FactorSet, choose_by_context_siz
 
 GGML_TYPE_F32, GGML_TYPE_F16 = 0, 1
 KV_CACHE_TYPES = {"f32": GGML_TYPE_F32, "f16": GGML_TYPE_F16}
+# Tokens llama.cpp computes at once: attention scores are heads x UBATCH x n_ctx, not tokens^2.
+UBATCH = 512
 
 
 def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_threads: int | None = None,
@@ -23,6 +25,7 @@ def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_th
     """[T, vocab] float32 logits of all positions from one prompt evaluation with context size `n_ctx`.
 
     The factor set llama.cpp uses is fixed by `n_ctx` (see `gguf_factor_set`), not by len(token_ids).
+    The prompt is one batch (every position's logits) computed in micro-batches of UBATCH tokens.
     The KV cache is float32 by default so a parity check measures the weights and rope, not llama.cpp's
     default f16 cache (which alone adds ~1e-3 relative error); pass kv_cache="f16" for llama.cpp's default.
     """
@@ -33,7 +36,7 @@ def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_th
         raise ValueError(f"need 1..n_ctx ({n_ctx}) tokens, got {len(ids)}")
     threads = n_threads or max(1, min(4, os.cpu_count() or 1))
     llm = Llama(
-        model_path=str(gguf_path), n_ctx=n_ctx, n_batch=len(ids), n_ubatch=len(ids), logits_all=True,
+        model_path=str(gguf_path), n_ctx=n_ctx, n_batch=len(ids), n_ubatch=min(len(ids), UBATCH), logits_all=True,
         n_threads=threads, n_threads_batch=threads, verbose=False, n_gpu_layers=0, seed=0,
         type_k=KV_CACHE_TYPES[kv_cache], type_v=KV_CACHE_TYPES[kv_cache],
     )

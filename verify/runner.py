@@ -108,9 +108,10 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
     config = read_config(src)
     architecture_for(config, str(src / "config.json"))
     checkpoint_tensors(src)  # refuse pickle-only, truncated or lying weights before any runtime reads them
-    vocab = geometry(config, str(src / "config.json")).vocab_size
+    geo = geometry(config, str(src / "config.json"))
+    vocab = geo.vocab_size
     l_orig, max_pos = spec.original_max_position_embeddings, spec.max_position_embeddings
-    context = TargetContext(src=src, spec=spec, device=device, dtype=opts.dtype)
+    context = TargetContext(src=src, spec=spec, geometry=geo, device=device, dtype=opts.dtype)
     targets = [open_target(request, context) for request in opts.targets]
     ref_dtype = REFERENCE_DTYPES[opts.reference_dtype] if opts.reference_dtype else None
     reference = ReferenceRunner(src, spec, device, ref_dtype)

@@ -4,7 +4,8 @@ llama.cpp fixes the factor set per context (long iff n_ctx padded to 256 > L_ori
 n_ctx = L_orig for lengths <= L_orig, else the smallest multiple of 256 above L_orig covering the length:
 then llama.cpp uses the set transformers would. When L_orig is not a multiple of 256 a short case may be
 impossible; the reference then runs with the set llama.cpp must use and the table says so. There is no
-decode case: the set cannot change inside one llama.cpp context.
+decode case: the set cannot change inside one llama.cpp context. A case whose context (KV cache, scores,
+every position's logits) does not fit in host memory is skipped with a reason.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from longrope_convert.formats.factor_set import (
     llama_cpp_padded_ctx,
 )
 from longrope_convert.formats.gguf_spec import KEY_FACTOR_SETS, gguf_fields, open_gguf
+from longrope_convert.formats.hf_config import ModelGeometry
 
 from .cases import Case
+from .memory import available_host_bytes, too_big_reason
 from .targets import TargetContext, TargetError, TargetOutput
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,6 @@ log = logging.getLogger(__name__)
 # gguf.LlamaFileType name -> tolerance precision key; every other type is "quantized".
 FILE_TYPE_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16", "MOSTLY_Q8_0": "q8_0"}
 TENSOR_TYPE_PRECISION = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
-# llama_cpp_runner evaluates the prompt in one batch on the CPU: attention scores grow as tokens^2.
-MAX_TOKENS = 16384
 
 
 class GgufTarget:
@@ -49,6 +50,8 @@ class GgufTarget:
         self.l_orig = context.spec.original_max_position_embeddings
         self.facts = read_gguf_facts(path)
         self.precision = self.facts.precision
+        self.geometry = context.geometry
+        self.file_bytes = path.stat().st_size
         self.name = f"gguf:{path.name} ({self.precision})"
         if self.facts.l_orig is not None and self.facts.l_orig != self.l_orig:
             log.warning("%s: original_context_length %d differs from the reference's L_orig %d",
@@ -70,9 +73,9 @@ class GgufTarget:
     def skip_reason(self, case: Case) -> str | None:
         if case.is_decode:
             return "llama.cpp fixes the factor set per context; no switch inside a KV cache"
-        if case.length > MAX_TOKENS:
-            return f"over {MAX_TOKENS} tokens: llama.cpp runs the prompt in one CPU batch (memory ~ tokens^2)"
-        return None
+        n_ctx = self.n_ctx(case)
+        needed = llama_cpp_context_bytes(n_ctx, self.geometry, self.runner.UBATCH) + self.file_bytes
+        return too_big_reason(needed, available_host_bytes(), f"llama.cpp with n_ctx {n_ctx} (host)")
 
     def expected_set(self, case: Case) -> FactorSet:
         return choose_by_context_size(self.n_ctx(case), self.l_orig)
@@ -90,6 +93,14 @@ class GgufTarget:
 
     def close(self) -> None:
         pass
+
+
+def llama_cpp_context_bytes(n_ctx: int, geo: ModelGeometry, ubatch: int) -> int:
+    """A float32 context of n_ctx: KV cache, two score buffers of heads x ubatch x n_ctx, and every position's
+    logits three times (llama.cpp's output buffer, llama-cpp-python's scores, our copy)."""
+    kv_cache = 2 * geo.num_layers * n_ctx * geo.num_kv_heads * geo.head_dim * 4
+    scores = 2 * geo.num_heads * min(ubatch, n_ctx) * n_ctx * 4
+    return kv_cache + scores + 3 * n_ctx * geo.vocab_size * 4
 
 
 def n_ctx_for(length: int, l_orig: int) -> int:

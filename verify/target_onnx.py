@@ -2,6 +2,8 @@
 
 The set it reports comes from the graph's own metadata (dynamic, or frozen at one set); the reference always
 uses the transformers rule, so a frozen graph fails on the other side of L_orig.
+The graph's attention materialises [heads, T, T] float32 scores, so a case whose scores do not fit in the
+memory onnxruntime draws from (host, or GPU with the CUDA provider) is skipped with a reason.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import torch
 
 from longrope_convert.formats.errors import LongRopeError
 from longrope_convert.formats.factor_set import FactorSet
+from longrope_convert.formats.hf_config import ModelGeometry
 from longrope_convert.formats.onnx_metadata import selection_text
 
 from .cases import Case
+from .memory import available_gpu_bytes, available_host_bytes, too_big_reason
 from .target_base import SequenceRuleTarget
 from .targets import TargetContext, TargetError, TargetOutput
 
@@ -38,12 +42,23 @@ class OnnxTarget(SequenceRuleTarget):
         self.precision = self.session.facts.dtype
         self.name = f"onnx:{folder.name} ({self.precision})"
         self.frozen = _frozen_set(self.session.facts.selection)
+        self.geometry = context.geometry
+        self.on_gpu = self.session.session.get_providers()[0] == "CUDAExecutionProvider"
 
     @classmethod
     def open(cls, path: Path | None, context: TargetContext) -> "OnnxTarget":
         if path is None or not Path(path).is_dir():
             raise TargetError("an ONNX target needs an exported folder", path)
         return cls(Path(path), context)
+
+    def skip_reason(self, case: Case) -> str | None:
+        reason = super().skip_reason(case)
+        if reason:
+            return reason
+        available = available_gpu_bytes() if self.on_gpu else available_host_bytes()
+        where = "GPU" if self.on_gpu else "host"
+        return too_big_reason(onnx_forward_bytes(case.prefill, self.geometry), available,
+                              f"the graph's attention scores at {case.prefill} tokens ({where})")
 
     def run(self, case: Case, input_ids: torch.Tensor, keep: int) -> TargetOutput:
         ids = input_ids.cpu().numpy().astype(np.int64)
@@ -59,6 +74,13 @@ class OnnxTarget(SequenceRuleTarget):
         logits, _ = self.session.forward(ids)
         used = self.frozen or self.expected_set(case)
         return TargetOutput(torch.from_numpy(np.ascontiguousarray(logits[0, -keep:])), used.value, note)
+
+
+def onnx_forward_bytes(tokens: int, geo: ModelGeometry) -> int:
+    """Peak of one forward over `tokens` new tokens with no cache: up to three live float32 score tensors
+    [heads, T, T] (scores, masked scores, probabilities), the bool mask, and logits [T, vocab]."""
+    scores = geo.num_heads * tokens * tokens * 4
+    return 3 * scores + tokens * tokens + 2 * tokens * geo.vocab_size * 4
 
 
 def _frozen_set(selection: str) -> FactorSet | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from longrope_convert.formats.errors import LongRopeError
 from longrope_convert.formats.factor_set import FactorSet
+from longrope_convert.formats.hf_config import ModelGeometry
 from longrope_convert.formats.spec import LongRopeSpec
 
 from .cases import Case
@@ -35,10 +36,11 @@ class TargetError(LongRopeError):
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What every target gets: the checkpoint under test, the truth's spec, device and dtype requests."""
+    """What every target gets: the checkpoint under test, its shapes, the truth's spec, device and dtype."""
 
     src: Path
     spec: LongRopeSpec
+    geometry: ModelGeometry
     device: str  # "cpu" or "cuda"
     dtype: str  # float32 | bfloat16 | float16 (for targets whose precision is chosen at load time)
 
