@@ -18,6 +18,7 @@ GGML_TYPE_F32, GGML_TYPE_F16 = 0, 1
 KV_CACHE_TYPES = {"f32": GGML_TYPE_F32, "f16": GGML_TYPE_F16}
 # Tokens llama.cpp computes at once: attention scores are heads x UBATCH x n_ctx, not tokens^2.
 UBATCH = 512
+MAX_THREADS = 16  # long prompts scale with cores; past ~16 llama.cpp's CPU kernels gain little
 
 
 def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_threads: int | None = None,
@@ -34,7 +35,7 @@ def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_th
     ids = [int(t) for t in token_ids]
     if not ids or len(ids) > n_ctx:
         raise ValueError(f"need 1..n_ctx ({n_ctx}) tokens, got {len(ids)}")
-    threads = n_threads or max(1, min(4, os.cpu_count() or 1))
+    threads = n_threads or usable_threads()
     llm = Llama(
         model_path=str(gguf_path), n_ctx=n_ctx, n_batch=len(ids), n_ubatch=min(len(ids), UBATCH), logits_all=True,
         n_threads=threads, n_threads_batch=threads, verbose=False, n_gpu_layers=0, seed=0,
@@ -45,6 +46,15 @@ def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_th
         return numpy.array(llm.scores[: len(ids)], dtype=numpy.float32, copy=True)
     finally:
         llm.close()
+
+
+def usable_threads() -> int:
+    """The CPUs this process may run on (cgroup/affinity aware), at most MAX_THREADS."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, count))
 
 
 def gguf_factor_set(n_ctx: int, l_orig: int) -> FactorSet:

@@ -92,6 +92,9 @@ def _frozen_set(selection: str) -> FactorSet | None:
 
 
 def _providers(device: str) -> list[str]:
-    if device == "cuda":
+    """CUDA first on a CUDA run when this onnxruntime has it (onnxruntime-gpu), else the CPU."""
+    import onnxruntime
+
+    if device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
