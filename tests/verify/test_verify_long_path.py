@@ -84,3 +84,38 @@ def test_cuda_verify_reaches_32k_tokens(mistral):
     assert report.device == "cuda" and report.passed
     long_row = next(r for r in report.results if r.length == 32768)
     assert long_row.metrics["positions"] == 32768 and long_row.factor_set == "long"
+
+
+def test_reference_dtype_and_long_cases_follow_free_gpu_memory(mistral, monkeypatch):
+    """The CUDA-only sizing, driven by a stubbed torch.cuda.mem_get_info: float64 while three copies of the
+    float64 weights fit, and the long cases capped at the length whose KV cache fits in 40% of free memory."""
+    import math
+
+    from longrope_convert.formats.checkpoint import checkpoint_tensors
+
+    params = sum(math.prod(info.shape) for info in checkpoint_tensors(mistral).values())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (params * 8 * 3 + 1, 80 * 2**30))
+    assert choose_reference_dtype("cuda", mistral) is torch.float64
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (params * 8 * 3 - 1, 80 * 2**30))
+    assert choose_reference_dtype("cuda", mistral) is torch.float32
+    runner = ReferenceRunner(mistral, ReferenceDecoder(mistral).spec)
+    assert runner.max_tokens_in_memory() is None  # CPU: no cap
+    runner.device = "cuda"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2**30, 80 * 2**30))
+    per_token = 2 * 2 * 2 * 16 * 8  # (k, v) x 2 layers x 2 kv heads x head_dim 16 x float64
+    assert runner.max_tokens_in_memory() == int(0.4 * 2**30 / per_token)
+
+
+def test_reference_out_of_gpu_memory_is_one_line_and_exit_2(mistral, monkeypatch, capsys):
+    from longrope_convert.convert.cli import main
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+    monkeypatch.setattr(ReferenceRunner, "prefill_logits", out_of_memory)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(mistral), "--device", "cpu", "--lengths", "600"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert len(errors) == 1 and "the reference at 600 tokens does not fit in GPU memory" in errors[0]
