@@ -1,4 +1,4 @@
-"""verify's building blocks without any model: cases, tolerances, GGUF context sizes, report files."""
+"""verify's building blocks without any model: cases, tolerances, GGUF context sizes, metrics, report files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import xml.etree.ElementTree as ET
 
 import pytest
+import torch
 
 from longrope_convert.formats.factor_set import FactorSet, choose_by_context_size
 from longrope_convert.verify.cases import Case, CaseSpecError, default_cases, parse_lengths
@@ -136,3 +137,21 @@ def test_junit_has_one_testcase_per_result_with_failure_skip_and_error():
     assert cases[1].find("failure").get("message") == "rel_l2 nan > 0.0001"
     assert cases[2].find("skipped") is not None and cases[3].find("error") is not None
     assert json.loads(cases[0].find("system-out").text)["relative_l2"] == 1e-7
+
+
+def test_chunked_comparison_equals_the_whole_at_once(monkeypatch):
+    from longrope_convert.verify import metrics
+
+    gen = torch.Generator().manual_seed(11)
+    ref = torch.randn(300, 512, generator=gen, dtype=torch.float64)
+    tgt = (ref + 0.05 * torch.randn(300, 512, generator=gen, dtype=torch.float64)).to(torch.float32)
+    tgt[7] = tgt[7].flip(0)  # one position whose argmax surely moves
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 512 * 7)  # 43 chunks, the last one short
+    chunked = metrics.compare_logits(ref, tgt)
+    t = tgt.to(torch.float64)
+    log_p, log_q = torch.log_softmax(ref, -1), torch.log_softmax(t, -1)
+    assert chunked.positions == 300
+    assert chunked.max_abs_diff == pytest.approx((ref - t).abs().max().item(), rel=1e-12)
+    assert chunked.relative_l2 == pytest.approx(((ref - t).norm() / ref.norm()).item(), rel=1e-12)
+    assert chunked.mean_kl == pytest.approx((log_p.exp() * (log_p - log_q)).sum(-1).mean().item(), rel=1e-9)
+    assert chunked.top1_agreement == (ref.argmax(-1) == t.argmax(-1)).double().mean().item() < 1.0
