@@ -26,6 +26,10 @@ def llama_artifacts(demo_models, tmp_path_factory):
     return baked, onnx, gguf_file
 
 
+def all_targets(onnx, gguf_file) -> tuple[TargetRequest, ...]:
+    return TargetRequest("transformers"), TargetRequest("onnx", onnx), TargetRequest("gguf", gguf_file)
+
+
 def test_too_big_reason_names_need_and_availability():
     assert memory.too_big_reason(700, 1000, "x") is None
     reason = memory.too_big_reason(3 * 2**30, 2**30, "the graph's attention scores at 9 tokens (host)")
@@ -68,7 +72,7 @@ def test_rows_that_would_not_fit_are_skipped_with_the_reason(llama_artifacts, mo
     for module in (target_gguf, target_onnx):
         monkeypatch.setattr(module, "available_host_bytes", lambda: 2**20)  # 1 MiB
     report = run_verification(VerifyOptions(
-        src=baked, targets=(TargetRequest("transformers"), TargetRequest("onnx", onnx), TargetRequest("gguf", gguf_file)),
+        src=baked, targets=all_targets(onnx, gguf_file),
         lengths="200,600", device="cpu", progress=False))
     rows = {(r.kind, r.label): r for r in report.results}
     for label in ("200", "600"):
@@ -86,7 +90,7 @@ def test_cpu_verify_reaches_32k_tokens(llama_artifacts):
     (about a minute on 2 cores). ONNX is skipped by the memory guard unless the host has ~50 GiB free."""
     baked, onnx, gguf_file = llama_artifacts
     report = run_verification(VerifyOptions(
-        src=baked, targets=(TargetRequest("transformers"), TargetRequest("onnx", onnx), TargetRequest("gguf", gguf_file)),
+        src=baked, targets=all_targets(onnx, gguf_file),
         lengths="32768", device="cpu", progress=False))
     rows = {r.kind: r for r in report.results}
     assert report.passed
