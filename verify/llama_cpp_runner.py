@@ -1,6 +1,9 @@
-"""Run a GGUF through llama.cpp (llama-cpp-python) and return the logits of every position.
+"""Run a GGUF through llama.cpp (llama-cpp-python) and return the logits of the positions asked for.
 
-llama_cpp is imported inside the functions: the verifier and CLI load without it.
+The prompt goes through llama.cpp's own `llama_decode` in batches of UBATCH tokens, and only the kept tail
+positions ask for logits, so memory is the KV cache plus heads x UBATCH x n_ctx scores plus keep x vocab,
+never tokens^2 or tokens x vocab. llama_cpp is imported inside the functions: the verifier and CLI load
+without it.
 """
 
 from __future__ import annotations
@@ -16,17 +19,16 @@ from longrope_convert.formats.factor_set import FactorSet, choose_by_context_siz
 
 GGML_TYPE_F32, GGML_TYPE_F16 = 0, 1
 KV_CACHE_TYPES = {"f32": GGML_TYPE_F32, "f16": GGML_TYPE_F16}
-# Tokens llama.cpp computes at once: attention scores are heads x UBATCH x n_ctx, not tokens^2.
-UBATCH = 512
+UBATCH = 512  # tokens per llama_decode call (and per micro-batch)
 MAX_THREADS = 16  # long prompts scale with cores; past ~16 llama.cpp's CPU kernels gain little
 
 
 def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_threads: int | None = None,
-                     *, kv_cache: str = "f32") -> numpy.ndarray:
-    """[T, vocab] float32 logits of all positions from one prompt evaluation with context size `n_ctx`.
+                     *, kv_cache: str = "f32", keep: int | None = None) -> numpy.ndarray:
+    """[keep, vocab] float32 logits of the last `keep` positions (all when None) of one prompt evaluation with
+    context size `n_ctx`.
 
     The factor set llama.cpp uses is fixed by `n_ctx` (see `gguf_factor_set`), not by len(token_ids).
-    The prompt is one batch (every position's logits) computed in micro-batches of UBATCH tokens.
     The KV cache is float32 by default so a parity check measures the weights and rope, not llama.cpp's
     default f16 cache (which alone adds ~1e-3 relative error); pass kv_cache="f16" for llama.cpp's default.
     """
@@ -35,17 +37,48 @@ def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_th
     ids = [int(t) for t in token_ids]
     if not ids or len(ids) > n_ctx:
         raise ValueError(f"need 1..n_ctx ({n_ctx}) tokens, got {len(ids)}")
+    keep = len(ids) if keep is None else keep
+    if not 1 <= keep <= len(ids):
+        raise ValueError(f"keep must be 1..{len(ids)}, got {keep}")
     threads = n_threads or usable_threads()
+    batch_size = min(len(ids), UBATCH)
     llm = Llama(
-        model_path=str(gguf_path), n_ctx=n_ctx, n_batch=len(ids), n_ubatch=min(len(ids), UBATCH), logits_all=True,
+        model_path=str(gguf_path), n_ctx=n_ctx, n_batch=batch_size, n_ubatch=batch_size, logits_all=False,
         n_threads=threads, n_threads_batch=threads, verbose=False, n_gpu_layers=0, seed=0,
         type_k=KV_CACHE_TYPES[kv_cache], type_v=KV_CACHE_TYPES[kv_cache],
     )
     try:
-        llm.eval(ids)
-        return numpy.array(llm.scores[: len(ids)], dtype=numpy.float32, copy=True)
+        return _decode_keeping_tail(llm, ids, keep, batch_size)
     finally:
         llm.close()
+
+
+def _decode_keeping_tail(llm, ids: list[int], keep: int, batch_size: int) -> numpy.ndarray:
+    """Feed `ids` from position 0 in batches; copy out the logits of positions >= len(ids) - keep."""
+    import llama_cpp
+
+    vocab, first_kept = llm.n_vocab(), len(ids) - keep
+    out = numpy.empty((keep, vocab), dtype=numpy.float32)
+    batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
+    try:
+        for start in range(0, len(ids), batch_size):
+            piece = ids[start:start + batch_size]
+            for i, token in enumerate(piece):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = start + i >= first_kept
+            batch.n_tokens = len(piece)
+            status = llama_cpp.llama_decode(llm.ctx, batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode returned {status} at position {start}")
+            kept = min(len(piece), max(0, start + len(piece) - first_kept))
+            if kept:
+                row = start + len(piece) - kept - first_kept
+                logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(kept, vocab))
+                out[row:row + kept] = logits
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    return out
 
 
 def usable_threads() -> int:

@@ -4,8 +4,8 @@ llama.cpp fixes the factor set per context (long iff n_ctx padded to 256 > L_ori
 n_ctx = L_orig for lengths <= L_orig, else the smallest multiple of 256 above L_orig covering the length:
 then llama.cpp uses the set transformers would. When L_orig is not a multiple of 256 a short case may be
 impossible; the reference then runs with the set llama.cpp must use and the table says so. There is no
-decode case: the set cannot change inside one llama.cpp context. A case whose context (KV cache, scores,
-every position's logits) does not fit in host memory is skipped with a reason.
+decode case: the set cannot change inside one llama.cpp context. A case whose context (weights, KV cache,
+scores, the compared positions' logits) does not fit in host memory is skipped with a reason.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ class GgufTarget:
         if case.is_decode:
             return "llama.cpp fixes the factor set per context; no switch inside a KV cache"
         n_ctx = self.n_ctx(case)
-        needed = llama_cpp_context_bytes(n_ctx, self.geometry, self.runner.UBATCH) + self.file_bytes
+        keep = case.compared_positions(self.geometry.vocab_size)
+        needed = llama_cpp_context_bytes(n_ctx, keep, self.geometry, self.runner.UBATCH) + self.file_bytes
         return too_big_reason(needed, available_host_bytes(), f"llama.cpp with n_ctx {n_ctx} (host)")
 
     def expected_set(self, case: Case) -> FactorSet:
@@ -83,24 +84,23 @@ class GgufTarget:
     def run(self, case: Case, input_ids: torch.Tensor, keep: int) -> TargetOutput:
         n_ctx = self.n_ctx(case)
         tokens = [int(t) for t in input_ids[0].tolist()]
-        logits = self.runner.llama_cpp_logits(self.path, tokens, n_ctx)
+        logits = self.runner.llama_cpp_logits(self.path, tokens, n_ctx, keep=keep)
         used = self.facts.single_set or FactorSet(
             self.runner.gguf_factor_set(n_ctx, self.facts.l_orig or self.l_orig))
         rule = choose_by_sequence_length(case.length, self.l_orig)
         note = f"n_ctx {n_ctx}" + ("" if used == rule else f"; transformers would use {rule.value}")
-        tail = np.ascontiguousarray(np.asarray(logits, dtype=np.float32)[-keep:])
-        return TargetOutput(torch.from_numpy(tail), used.value, note)
+        return TargetOutput(torch.from_numpy(logits), used.value, note)
 
     def close(self) -> None:
         pass
 
 
-def llama_cpp_context_bytes(n_ctx: int, geo: ModelGeometry, ubatch: int) -> int:
-    """A float32 context of n_ctx: KV cache, two score buffers of heads x ubatch x n_ctx, and every position's
-    logits three times (llama.cpp's output buffer, llama-cpp-python's scores, our copy)."""
+def llama_cpp_context_bytes(n_ctx: int, keep: int, geo: ModelGeometry, ubatch: int) -> int:
+    """A float32 context of n_ctx: KV cache, two score buffers of heads x ubatch x n_ctx, llama.cpp's and
+    llama-cpp-python's logit buffers of one batch each, and our `keep` rows of logits."""
     kv_cache = 2 * geo.num_layers * n_ctx * geo.num_kv_heads * geo.head_dim * 4
     scores = 2 * geo.num_heads * min(ubatch, n_ctx) * n_ctx * 4
-    return kv_cache + scores + 3 * n_ctx * geo.vocab_size * 4
+    return kv_cache + scores + (2 * ubatch + keep) * geo.vocab_size * 4
 
 
 def n_ctx_for(length: int, l_orig: int) -> int:

@@ -46,23 +46,27 @@ def test_estimates_grow_as_each_runtime_does(demo_models):
     assert onnx_forward_bytes(65536, geo) / onnx_forward_bytes(32768, geo) > 3.9
     assert onnx_forward_bytes(32768, geo) > 40 * 2**30
     # llama.cpp with micro-batches: linear in n_ctx, well under a GiB at 32k for the tiny model
-    assert llama_cpp_context_bytes(65536, geo, 512) / llama_cpp_context_bytes(32768, geo, 512) < 2.01
-    assert llama_cpp_context_bytes(32768, geo, 512) < 2**30 < llama_cpp_context_bytes(32768, geo, 32768)
+    assert llama_cpp_context_bytes(65536, 100, geo, 512) / llama_cpp_context_bytes(32768, 100, geo, 512) < 2.01
+    assert llama_cpp_context_bytes(32768, 100, geo, 512) < 2**30 < llama_cpp_context_bytes(32768, 100, geo, 32768)
 
 
-def test_llama_cpp_micro_batches_give_the_same_logits(llama_artifacts, monkeypatch):
+def test_llama_cpp_batches_and_kept_tail_give_the_same_logits(llama_artifacts, monkeypatch):
     from longrope_convert.verify import llama_cpp_runner
 
     _, _, gguf_file = llama_artifacts
     tokens = torch.randint(0, 512, (600,), generator=torch.Generator().manual_seed(7)).tolist()
-    whole = llama_cpp_runner.llama_cpp_logits(gguf_file, tokens, 768)  # UBATCH 512: two micro-batches
+    whole = llama_cpp_runner.llama_cpp_logits(gguf_file, tokens, 768)  # UBATCH 512: two batches
+    tail = llama_cpp_runner.llama_cpp_logits(gguf_file, tokens, 768, keep=150)  # straddles the batch boundary
+    assert tail.shape == (150, 512) and (tail == whole[-150:]).all()
     monkeypatch.setattr(llama_cpp_runner, "UBATCH", 600)
     one = llama_cpp_runner.llama_cpp_logits(gguf_file, tokens, 768)
     monkeypatch.setattr(llama_cpp_runner, "UBATCH", 64)
-    small = llama_cpp_runner.llama_cpp_logits(gguf_file, tokens, 768)
-    assert whole.shape == one.shape == small.shape == (600, 512)
-    for other in (one, small):
-        assert abs(other - whole).max() / abs(whole).max() < 1e-5
+    small = llama_cpp_runner.llama_cpp_logits(gguf_file, tokens, 768, keep=100)
+    assert whole.shape == one.shape == (600, 512) and small.shape == (100, 512)
+    assert abs(one - whole).max() / abs(whole).max() < 1e-5
+    assert abs(small - whole[-100:]).max() / abs(whole).max() < 1e-5
+    with pytest.raises(ValueError):
+        llama_cpp_runner.llama_cpp_logits(gguf_file, tokens, 768, keep=601)
 
 
 def test_rows_that_would_not_fit_are_skipped_with_the_reason(llama_artifacts, monkeypatch):
