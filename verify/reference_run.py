@@ -18,6 +18,7 @@ import torch
 from longrope_convert.formats.factor_set import FactorSet
 from longrope_convert.formats.spec import LongRopeSpec
 
+from .memory import available_gpu_bytes
 from .reference_model import KVCache, ReferenceDecoder
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,7 @@ def choose_reference_dtype(device: str, src: Path) -> torch.dtype:
     from longrope_convert.formats.checkpoint import checkpoint_tensors
 
     params = sum(math.prod(info.shape) for info in checkpoint_tensors(src).values())
-    free, _ = torch.cuda.mem_get_info()
-    if params * 8 * 3 < free:
+    if params * 8 * 3 < available_gpu_bytes():
         return torch.float64
     log.warning("float64 weights (%.1f GB) do not fit: the reference runs in float32", params * 8 / 1e9)
     return torch.float32
@@ -60,8 +60,7 @@ class ReferenceRunner:
         g = self.model.geo
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         per_token = 2 * g.num_layers * g.num_kv_heads * g.head_dim * itemsize
-        free, _ = torch.cuda.mem_get_info()
-        return int(share * free / per_token)
+        return int(share * available_gpu_bytes() / per_token)
 
     def chunk_size(self, length: int) -> int:
         itemsize = torch.empty((), dtype=self.dtype).element_size()
