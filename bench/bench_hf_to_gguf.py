@@ -51,14 +51,13 @@ def build_checkpoint(folder: Path) -> Path:
     if (folder / "DONE").exists():
         return folder
     import torch
-    from safetensors.torch import save_file
-
+    from longrope_convert.convert.demo.example_factors import example_long_factors, example_short_factors
+    from longrope_convert.convert.demo.tiny_checkpoint import TinyShape, tiny_config
+    from longrope_convert.convert.demo.tiny_tokenizer import write_sentencepiece_tokenizer
     from longrope_convert.formats.architectures import ARCHITECTURES
-    from longrope_convert.formats.example_factors import example_long_factors, example_short_factors
-    from longrope_convert.formats.hf_config import longrope_config
+    from longrope_convert.formats.hf.config import longrope_config
     from longrope_convert.formats.spec import LongRopeSpec
-    from longrope_convert.formats.tiny_checkpoint import TinyShape, tiny_config
-    from longrope_convert.formats.tiny_tokenizer import write_sentencepiece_tokenizer
+    from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     pool = (torch.randn(POOL_VALUES, generator=torch.Generator().manual_seed(0)) * 0.02).to(torch.bfloat16)

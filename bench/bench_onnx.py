@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from longrope_convert.convert.bake import bake_checkpoint
+from longrope_convert.convert.demo.example_factors import example_long_factors, example_short_factors
+from longrope_convert.convert.demo.tiny_checkpoint import TinyShape, write_tiny_checkpoint
 from longrope_convert.convert.export_onnx import export_onnx
-from longrope_convert.formats.example_factors import example_long_factors, example_short_factors
 from longrope_convert.formats.spec_inputs import SpecRequest
-from longrope_convert.formats.tiny_checkpoint import TinyShape, write_tiny_checkpoint
 from longrope_convert.verify.onnx_runner import OnnxDecoderSession
 
 L_ORIG, MAX_POS = 256, 1024

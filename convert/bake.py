@@ -7,16 +7,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from longrope_convert import __version__
-from longrope_convert.formats.architectures import architecture_for
-from longrope_convert.formats.atomic_output import atomic_output_dir, check_output_path
-from longrope_convert.formats.checkpoint import COMPANION_FILES, INDEX_NAME, checkpoint_tensors, weight_files
-from longrope_convert.formats.errors import CheckpointError
-from longrope_convert.formats.hf_config import longrope_config, read_config
-from longrope_convert.formats.model_card import model_card
-from longrope_convert.formats.spec import LongRopeSpec
-from longrope_convert.formats.spec_inputs import SpecRequest, spec_for_checkpoint, without_start_tokens
-
+from .. import __version__
+from ..formats.atomic_output import atomic_output_dir, check_output_path
+from ..formats.hf.checkpoint import open_checkpoint
+from ..formats.hf.config import longrope_config
+from ..formats.hf.model_card import model_card
+from ..formats.hf.tensor_index import COMPANION_FILES, INDEX_NAME, weight_files
+from ..formats.spec import LongRopeSpec
+from ..formats.spec_inputs import SpecRequest, spec_for_checkpoint, without_start_tokens
 from .file_transfer import copy_small_files, link_or_copy_all
 
 log = logging.getLogger(__name__)
@@ -35,15 +33,12 @@ def bake_checkpoint(
 ) -> BakeResult:
     """Validate everything first, then write into a temp folder renamed onto `out` at the end."""
     src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise CheckpointError("source checkpoint folder not found", src)
-    config = read_config(src)
-    arch = architecture_for(config, str(src / "config.json"))
+    checkpoint = open_checkpoint(src)  # config, architecture and every tensor header checked before writing
+    arch = checkpoint.arch
     weights = weight_files(src)
-    checkpoint_tensors(src)  # headers checked against file sizes before anything is written
-    spec, warnings = spec_for_checkpoint(config, request, str(src / "config.json"))
+    spec, warnings = spec_for_checkpoint(checkpoint.config, request, checkpoint.source)
     shipped = without_start_tokens(spec)
-    new_config = longrope_config(config, shipped, str(src / "config.json"))
+    new_config = longrope_config(checkpoint.config, shipped, checkpoint.source)
     inputs = [src] + [p for p in (request.long_factors, request.short_factors) if p is not None]
     check_output_path(out, inputs, force)
     with atomic_output_dir(out, force) as tmp:

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from longrope_convert.formats.errors import LongRopeError
+from ..formats.errors import LongRopeError
 
 # verb -> "module:attribute"; each module is imported only when its verb (or --help) needs it.
 COMMANDS = {

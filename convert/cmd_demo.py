@@ -14,8 +14,8 @@ import click
 def demo(workdir: Path, archs: tuple[str, ...]) -> None:
     """Build tiny seeded checkpoints, bake example LongRoPE factors, convert them to GGUF and ONNX, and print the
     parity of every artifact against the independent reference (exit 1 on any mismatch)."""
-    from .demo import build_demo_artifacts, build_demo_models, prepare_workdir
-    from .demo_parity import demo_parity_tables
+    from .demo.models import build_demo_artifacts, build_demo_models, prepare_workdir
+    from .demo.parity import demo_parity_tables
 
     models = build_demo_models(prepare_workdir(workdir), archs or None)
     tables, all_pass = demo_parity_tables([build_demo_artifacts(m) for m in models])

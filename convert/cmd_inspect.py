@@ -13,9 +13,9 @@ import click
               help="Write a PNG of long/short factors vs linear interpolation and NTK.")
 def inspect_cmd(target: Path, png: Path | None) -> None:
     """Show the spec as a table: factors, attention factor, switch point, effective wavelengths."""
-    from longrope_convert.formats.errors import LongRopeError
-
-    from .inspect_report import factor_file_report, plot_spec, read_any_spec, spec_report
+    from ..formats.artifact_spec import read_any_spec
+    from ..formats.errors import LongRopeError
+    from .inspect_report import factor_file_report, plot_spec, spec_report
 
     spec = read_any_spec(target)
     if spec is None:

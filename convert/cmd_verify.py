@@ -45,11 +45,11 @@ def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, le
 
     SRC is a baked LongRoPE checkpoint folder. The table goes to stdout, progress and logs to stderr.
     """
-    from longrope_convert.verify.report_files import check_report_path, report_json, report_junit, write_text
-    from longrope_convert.verify.report_table import format_table
-    from longrope_convert.verify.runner import VerifyOptions, run_verification
-    from longrope_convert.verify.targets import TargetRequest, parse_target
-    from longrope_convert.verify.tolerances import parse_override
+    from ..verify.report_files import check_report_path, report_json, report_junit, write_text
+    from ..verify.report_table import format_table
+    from ..verify.runner import VerifyOptions, run_verification
+    from ..verify.targets import TargetRequest, parse_target
+    from ..verify.tolerances import parse_override
 
     requests = [] if no_transformers else [TargetRequest("transformers")]
     requests += [TargetRequest("gguf", p) for p in ggufs] + [TargetRequest("onnx", p) for p in onnx_dirs]

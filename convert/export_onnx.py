@@ -14,21 +14,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from longrope_convert import __version__
-from longrope_convert.formats import onnx_names as N
-from longrope_convert.formats.architectures import architecture_for
-from longrope_convert.formats.atomic_output import atomic_output_dir, check_output_path
-from longrope_convert.formats.checkpoint import COMPANION_FILES, DTYPE_BYTES, checkpoint_tensors
-from longrope_convert.formats.errors import CheckpointError, ConfigError, LongRopeError
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import geometry, read_config, spec_from_config
-from longrope_convert.formats.onnx_decoder import (
-    DEFAULT_OPSET, MIN_OPSET, DecoderGraphOptions, DecoderSource, build_decoder_graph, sliding_window_for,
-)
-from longrope_convert.formats.onnx_genai_config import genai_config
-from longrope_convert.formats.onnx_layers import PRECISIONS
-from longrope_convert.formats.spec import LongRopeSpec
-
+from .. import __version__
+from ..formats.atomic_output import atomic_output_dir, check_output_path
+from ..formats.errors import LongRopeError
+from ..formats.factor_set import FactorSet
+from ..formats.hf.checkpoint import Checkpoint, open_checkpoint
+from ..formats.hf.tensor_index import COMPANION_FILES, DTYPE_BYTES
+from ..formats.onnx import names as N
+from ..formats.onnx.decoder import DEFAULT_OPSET, MIN_OPSET, DecoderGraphOptions, build_decoder_graph
+from ..formats.onnx.genai_config import genai_config
+from ..formats.onnx.layers import PRECISIONS
+from ..formats.spec import LongRopeSpec
 from .file_transfer import copy_small_files
 
 log = logging.getLogger(__name__)
@@ -47,19 +43,11 @@ class OnnxExportResult:
     seconds: float
 
 
-def read_decoder_source(src: Path) -> DecoderSource:
-    """Validate the checkpoint (config, architecture, LongRoPE spec, weight headers) without loading weights."""
-    if not src.is_dir():
-        raise CheckpointError("source checkpoint folder not found", src)
-    config = read_config(src)
-    source = str(src / "config.json")
-    arch = architecture_for(config, source)
-    spec = spec_from_config(config, source)
-    if spec is None:
-        raise ConfigError("not a LongRoPE checkpoint (rope type is not longrope): run `longrope-convert bake` first",
-                          source)
-    return DecoderSource(arch=arch, geo=geometry(config, source), spec=spec, tensors=checkpoint_tensors(src),
-                         sliding_window=sliding_window_for(config, arch), config=config)
+def read_decoder_source(src: Path) -> Checkpoint:
+    """The checkpoint, validated (config, architecture, weight headers), which must carry a LongRoPE spec."""
+    checkpoint = open_checkpoint(src)
+    checkpoint.require_spec()
+    return checkpoint
 
 
 def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_OPSET, with_past: bool = True,
@@ -78,7 +66,7 @@ def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_
     with atomic_output_dir(out, force) as tmp:
         _write_folder(tmp, src, source, options, external_data)
     seconds = time.perf_counter() - started
-    spec = source.spec
+    spec = source.require_spec()
     log.info("exported %s -> %s (%s, %s, opset %d%s) in %.1f s", src, out / N.MODEL_FILE, source.arch.hf_class,
              dtype, opset, ", external data" if external_data else "", seconds)
     if frozen_factor_set is None:
@@ -89,7 +77,7 @@ def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_
     return OnnxExportResult(out, out / N.MODEL_FILE, spec, external_data, seconds)
 
 
-def _write_folder(tmp: Path, src: Path, source: DecoderSource, options: DecoderGraphOptions,
+def _write_folder(tmp: Path, src: Path, source: Checkpoint, options: DecoderGraphOptions,
                   external_data: bool) -> None:
     """model.onnx (+ data), checked by onnx.checker from its path (valid over 2 GB), then the companion files."""
     import onnx
@@ -118,13 +106,13 @@ def _check_options(dtype: str, opset: int) -> None:
         raise LongRopeError(f"opset {opset} is not supported (choose {MIN_OPSET}..{newest})")
 
 
-def _weight_bytes(source: DecoderSource, dtype: str) -> int:
+def _weight_bytes(source: Checkpoint, dtype: str) -> int:
     width = PRECISIONS[dtype].np_dtype(0).nbytes
     return sum(math.prod(t.shape) * width for t in source.tensors.values() if t.dtype in DTYPE_BYTES)
 
 
 def _external_writer(folder: Path):
-    from longrope_convert.formats.onnx_graph_builder import ExternalDataWriter
+    from ..formats.onnx.graph_builder import ExternalDataWriter
 
     return ExternalDataWriter(folder / N.EXTERNAL_DATA_FILE)
 
@@ -132,6 +120,6 @@ def _external_writer(folder: Path):
 def export_traced_frozen(src: Path, out: Path, example_length: int, **kwargs) -> OnnxExportResult:
     """A deliberately WRONG graph: the one a TorchScript trace at `example_length` tokens produces (the branch
     the example took is baked in). Used by tests and the verifier to prove that the checks catch a freeze."""
-    spec = read_decoder_source(Path(src)).spec
+    spec = read_decoder_source(Path(src)).require_spec()
     frozen = spec.factor_set_for_length(example_length)
     return export_onnx(src, out, frozen_factor_set=frozen, **kwargs)

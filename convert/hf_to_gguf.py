@@ -7,21 +7,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from longrope_convert import __version__
-from longrope_convert.formats.architectures import architecture_for
-from longrope_convert.formats.atomic_output import atomic_output_file, check_output_path
-from longrope_convert.formats.checkpoint import checkpoint_tensors
-from longrope_convert.formats.errors import CheckpointError, LongRopeError
-from longrope_convert.formats.gguf_arch import GgufLayout, gguf_layout, gguf_target
-from longrope_convert.formats.gguf_dtypes import OUTTYPES
-from longrope_convert.formats.gguf_hparams import add_model_hparams
-from longrope_convert.formats.gguf_spec import add_rope_keys, add_spec_metadata
-from longrope_convert.formats.gguf_tensors import TensorPlan, factor_tensor_plans, plan_weight_tensors
-from longrope_convert.formats.gguf_vocab import GgufVocab, has_tokenizer, read_vocab
-from longrope_convert.formats.gguf_writer import write_gguf
-from longrope_convert.formats.hf_config import ModelGeometry, geometry, read_config
-from longrope_convert.formats.spec import LongRopeSpec
-from longrope_convert.formats.spec_inputs import SpecRequest, spec_for_checkpoint, without_start_tokens
+from .. import __version__
+from ..formats.atomic_output import atomic_output_file, check_output_path
+from ..formats.errors import LongRopeError
+from ..formats.gguf.dtypes import OUTTYPES
+from ..formats.gguf.hparams import add_model_hparams
+from ..formats.gguf.layouts import GgufLayout, gguf_layout
+from ..formats.gguf.spec_keys import add_rope_keys, add_spec_metadata
+from ..formats.gguf.tensors import TensorPlan, factor_tensor_plans, plan_weight_tensors
+from ..formats.gguf.vocab import GgufVocab, has_tokenizer, read_vocab
+from ..formats.gguf.writer import write_gguf
+from ..formats.hf.checkpoint import open_checkpoint
+from ..formats.hf.geometry import ModelGeometry
+from ..formats.spec import LongRopeSpec
+from ..formats.spec_inputs import SpecRequest, spec_for_checkpoint, without_start_tokens
 
 log = logging.getLogger(__name__)
 NO_VOCAB_MODEL = "none"  # llama.cpp's tokenizer model for a GGUF without vocabulary (it refuses a missing key)
@@ -78,21 +77,17 @@ def convert_hf_to_gguf(
 
 def plan_conversion(src: Path, request: SpecRequest, outtype: str, factor_sets: str, no_vocab: bool) -> GgufJob:
     """Read and check config, spec, layout, every tensor header and the tokenizer; nothing is written."""
-    if not src.is_dir():
-        raise CheckpointError("source checkpoint folder not found", src)
     if outtype not in OUTTYPES:
         raise LongRopeError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
-    config = read_config(src)
-    source = str(src / "config.json")
-    target = gguf_target(architecture_for(config, source).hf_class)
-    geo = geometry(config, source)
-    spec, warnings = spec_for_checkpoint(config, request, source)
+    checkpoint = open_checkpoint(src)
+    geo = checkpoint.geometry
+    spec, warnings = spec_for_checkpoint(checkpoint.config, request, checkpoint.source)
     spec = without_start_tokens(spec)
-    layout = gguf_layout(target, factor_sets, spec.rotary_dim, geo.head_dim)
-    plans = plan_weight_tensors(checkpoint_tensors(src), layout, geo, OUTTYPES[outtype])
+    layout = gguf_layout(checkpoint.arch, factor_sets, spec.rotary_dim, geo.head_dim)
+    plans = plan_weight_tensors(checkpoint, layout, OUTTYPES[outtype])
     plans += factor_tensor_plans(layout, factor_sets, spec.long_factor, spec.short_factor)
-    vocab = _vocab(src, geo.vocab_size, target.requires_endoftext, no_vocab)
-    return GgufJob(config, geo, spec, layout, plans, vocab, warnings)
+    vocab = _vocab(src, geo.vocab_size, checkpoint.arch.gguf_requires_endoftext, no_vocab)
+    return GgufJob(checkpoint.config, geo, spec, layout, plans, vocab, warnings)
 
 
 def _vocab(src: Path, vocab_size: int, require_endoftext: bool, no_vocab: bool) -> GgufVocab | None:

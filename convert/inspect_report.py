@@ -1,70 +1,13 @@
-"""`inspect`: read a LongRoPE spec from whatever the user points at, and render it as a table or a plot."""
+"""`inspect`: render a LongRoPE spec (formats/artifact_spec.py reads it from any artifact) as a table or a plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from longrope_convert.formats.architectures import architecture_for
-from longrope_convert.formats.errors import LongRopeError
-from longrope_convert.formats.factor_files import read_factor_file
-from longrope_convert.formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
-from longrope_convert.formats.hf_config import read_config, spec_from_config
-from longrope_convert.formats.spec import LongRopeSpec
-
-
-class NotLongRopeError(LongRopeError):
-    """The input holds no LongRoPE spec."""
-
-
-def _spec_from_checkpoint(path: Path) -> LongRopeSpec:
-    config_path = path / "config.json"
-    config = read_config(config_path)
-    architecture_for(config, str(config_path))
-    spec = spec_from_config(config, str(config_path))
-    if spec is None:
-        raise NotLongRopeError("has no longrope rope_scaling/rope_parameters", config_path)
-    return spec
-
-
-def _spec_from_gguf(path: Path) -> LongRopeSpec:
-    from longrope_convert.formats.gguf_spec import read_gguf_spec
-
-    spec = read_gguf_spec(path)
-    if spec is None:
-        raise NotLongRopeError("GGUF carries no LongRoPE factors", path)
-    return spec
-
-
-def _spec_from_onnx(path: Path) -> LongRopeSpec:
-    from longrope_convert.formats.onnx_metadata import read_metadata, spec_from_metadata
-
-    model = path if path.is_file() else path / "model.onnx"
-    if not model.is_file():
-        raise NotLongRopeError("no model.onnx in the folder", path)
-    try:
-        props = read_metadata(model)
-    except Exception as exc:  # protobuf raises its own DecodeError for non-ONNX bytes
-        raise NotLongRopeError(f"not a readable ONNX model ({type(exc).__name__})", model) from None
-    return spec_from_metadata(props, str(model))
-
-
-# How to read each kind of input; the first whose test matches wins. Factor files are the fallback.
-SPEC_READERS = (
-    (lambda p: p.is_dir() and (p / "config.json").is_file(), _spec_from_checkpoint),
-    (lambda p: p.suffix.lower() == ".gguf", _spec_from_gguf),
-    (lambda p: p.is_dir() and (p / "model.onnx").is_file(), _spec_from_onnx),
-    (lambda p: p.suffix.lower() == ".onnx", _spec_from_onnx),
-)
-
-
-def read_any_spec(path: Path) -> LongRopeSpec | None:
-    """The spec stored in a checkpoint folder, GGUF or ONNX; None for a bare factor file."""
-    for matches, reader in SPEC_READERS:
-        if matches(path):
-            return reader(path)
-    if path.is_dir():
-        raise LongRopeError("not found; the folder is neither a checkpoint nor an ONNX export", path / "config.json")
-    return None
+from ..formats.errors import LongRopeError
+from ..formats.factor_files import read_factor_file
+from ..formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
+from ..formats.spec import LongRopeSpec
 
 
 def factor_file_report(path: Path) -> str:

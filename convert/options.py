@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from longrope_convert.formats.spec_inputs import SpecRequest
+from ..formats.spec_inputs import SpecRequest
 
 _PATH = click.Path(path_type=Path, dir_okay=False)
 

@@ -1,48 +1,205 @@
-"""The architecture registry: one entry per supported HF class, holding what every format needs to know.
+"""What each supported architecture looks like on disk: the one description every format and the reference read.
 
-A new architecture is a new `Architecture(...)` line here plus code only where it differs.
+An architecture is a small class registered with `@register`: its HF tensor names (per role, per layer), which
+projections are fused, which biases it must or may carry, the config layout transformers 4.x/5.x accept, the
+sliding-window rule per layer, and the llama.cpp architecture its GGUF is written as. The shared weight reader
+(`formats/hf/weights.py`), the GGUF tensor plan, the ONNX exporter, the reference decoder and the demo's tiny
+checkpoint generator all ask this description; none spells a tensor name itself. Where an architecture's math
+differs, it overrides a hook (`layer_windows`, `tensor_slots`), as llama.cpp's `conversion/` classes do.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from .errors import UnsupportedArchitectureError
+from .errors import ConfigError, UnsupportedArchitectureError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hf.geometry import ModelGeometry
+
+
+class Role(str, enum.Enum):
+    """What a tensor is, whatever an architecture calls it."""
+
+    EMBED = "embed"
+    FINAL_NORM = "final_norm"
+    LM_HEAD = "lm_head"
+    INPUT_NORM = "input_norm"
+    POST_NORM = "post_norm"
+    Q = "q"
+    K = "k"
+    V = "v"
+    QKV = "qkv"  # q, k and v stacked by rows
+    O = "o"
+    GATE = "gate"
+    UP = "up"
+    GATE_UP = "gate_up"  # gate and up stacked by rows, gate first
+    DOWN = "down"
+
+
+NORMS = frozenset({Role.INPUT_NORM, Role.POST_NORM, Role.FINAL_NORM})
+LINEAR = frozenset({Role.Q, Role.K, Role.V, Role.QKV, Role.O, Role.GATE, Role.UP, Role.GATE_UP, Role.DOWN})
+ROTATED = frozenset({Role.Q, Role.K})  # rows llama.cpp's llama graph wants permuted (adjacent-pair rotation)
+
+# Buffers some checkpoints saved that no runtime reads (recomputed from the config): accepted and skipped.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 @dataclass(frozen=True)
+class TensorSlot:
+    """One tensor an architecture stores: HF name, role, shape (row-major, [out, in] for matrices)."""
+
+    name: str
+    role: Role
+    shape: tuple[int, ...]
+    layer: int | None = None
+    is_bias: bool = False
+    required: bool = True
+
+
+def role_shape(role: Role, geo: "ModelGeometry") -> tuple[int, ...]:
+    """The HF shape of a weight of `role` for this geometry."""
+    h, inter = geo.hidden_size, geo.intermediate_size
+    q, kv = geo.num_heads * geo.head_dim, geo.num_kv_heads * geo.head_dim
+    shapes = {
+        Role.EMBED: (geo.vocab_size, h), Role.LM_HEAD: (geo.vocab_size, h),
+        Role.FINAL_NORM: (h,), Role.INPUT_NORM: (h,), Role.POST_NORM: (h,),
+        Role.Q: (q, h), Role.K: (kv, h), Role.V: (kv, h), Role.QKV: (q + 2 * kv, h), Role.O: (h, q),
+        Role.GATE: (inter, h), Role.UP: (inter, h), Role.GATE_UP: (2 * inter, h), Role.DOWN: (h, inter),
+    }
+    return shapes[role]
+
+
 class Architecture:
-    hf_class: str
-    model_type: str
-    # "phi3": rope_scaling must be exactly {type, short_factor, long_factor} for transformers 4.x.
+    """The LLaMA-shaped decoder most architectures are: override only what differs."""
+
+    hf_class: ClassVar[str] = ""
+    model_type: ClassVar[str] = ""
     # "llama": rope_scaling carries rope_type/type/factor/L_orig (+attention_factor) and top-level mirrors.
-    config_style: str
-    fused_qkv: bool = False  # qkv_proj instead of q_proj/k_proj/v_proj
-    fused_gate_up: bool = False  # gate_up_proj instead of gate_proj/up_proj
-    qkv_bias: bool = False  # biases on q/k/v projections regardless of config flags
-    supports_explicit_attention_factor: bool = True
+    # "phi3": rope_scaling must be exactly {type, short_factor, long_factor} for transformers 4.x.
+    config_style: ClassVar[str] = "llama"
+    supports_explicit_attention_factor: ClassVar[bool] = True
+    global_names: ClassVar[dict[Role, str]] = {
+        Role.EMBED: "model.embed_tokens", Role.FINAL_NORM: "model.norm", Role.LM_HEAD: "lm_head",
+    }
+    layer_prefix: ClassVar[str] = "model.layers.{i}"
+    layer_names: ClassVar[dict[Role, str]] = {
+        Role.INPUT_NORM: "input_layernorm", Role.POST_NORM: "post_attention_layernorm",
+        Role.Q: "self_attn.q_proj", Role.K: "self_attn.k_proj", Role.V: "self_attn.v_proj",
+        Role.QKV: "self_attn.qkv_proj", Role.O: "self_attn.o_proj",
+        Role.GATE: "mlp.gate_proj", Role.UP: "mlp.up_proj", Role.GATE_UP: "mlp.gate_up_proj",
+        Role.DOWN: "mlp.down_proj",
+    }
+    attention_roles: ClassVar[tuple[Role, ...]] = (Role.Q, Role.K, Role.V, Role.O)
+    mlp_roles: ClassVar[tuple[Role, ...]] = (Role.GATE, Role.UP, Role.DOWN)
+    required_biases: ClassVar[frozenset[Role]] = frozenset()
+    # llama.cpp: the GGUF arch with both factor sets (None: refused, with the reason) and with one set.
+    gguf_pair_arch: ClassVar[str | None] = "llama"
+    gguf_single_arch: ClassVar[str] = "llama"
+    gguf_pair_refusal: ClassVar[str] = ""
+    gguf_requires_endoftext: ClassVar[bool] = False  # llama.cpp's phi3 vocab check wants <|endoftext|>
+    # keys a plain (pre-LongRoPE) config of this architecture carries beyond the common ones
+    plain_config_keys: ClassVar[dict] = {}
+
+    # ----- tensors --------------------------------------------------------------------------------------
+    def global_slots(self, geo: "ModelGeometry") -> list[TensorSlot]:
+        names = self.global_names
+        return [
+            TensorSlot(f"{names[Role.EMBED]}.weight", Role.EMBED, role_shape(Role.EMBED, geo)),
+            TensorSlot(f"{names[Role.FINAL_NORM]}.weight", Role.FINAL_NORM, role_shape(Role.FINAL_NORM, geo)),
+            TensorSlot(f"{names[Role.LM_HEAD]}.weight", Role.LM_HEAD, role_shape(Role.LM_HEAD, geo),
+                       required=not geo.tie_word_embeddings),
+        ]
+
+    def layer_slots(self, i: int, geo: "ModelGeometry") -> list[TensorSlot]:
+        """Every tensor of layer i in storage order: a weight, then its bias (required or optional)."""
+        prefix = self.layer_prefix.format(i=i)
+        slots = []
+        for role in (Role.INPUT_NORM, Role.POST_NORM, *self.attention_roles, *self.mlp_roles):
+            name, shape = f"{prefix}.{self.layer_names[role]}", role_shape(role, geo)
+            slots.append(TensorSlot(f"{name}.weight", role, shape, i))
+            if role in LINEAR:
+                slots.append(TensorSlot(f"{name}.bias", role, shape[:1], i, is_bias=True,
+                                        required=role in self.required_biases))
+        return slots
+
+    def tensor_slots(self, geo: "ModelGeometry") -> list[TensorSlot]:
+        """Every tensor the checkpoint may hold, global ones first."""
+        slots = self.global_slots(geo)
+        for i in range(geo.num_layers):
+            slots += self.layer_slots(i, geo)
+        return slots
+
+    # ----- attention ------------------------------------------------------------------------------------
+    def layer_windows(self, config: dict, num_layers: int) -> tuple[int | None, ...]:
+        """The sliding window of each layer (None: full attention): `sliding_window`, when set, on every layer."""
+        window = _window(config)
+        return (window,) * num_layers
 
 
-ARCHITECTURES: dict[str, Architecture] = {
-    a.hf_class: a
-    for a in (
-        Architecture("LlamaForCausalLM", "llama", "llama"),
-        Architecture("MistralForCausalLM", "mistral", "llama"),
-        Architecture("Qwen2ForCausalLM", "qwen2", "llama", qkv_bias=True),
-        Architecture(
-            "Phi3ForCausalLM",
-            "phi3",
-            "phi3",
-            fused_qkv=True,
-            fused_gate_up=True,
-            supports_explicit_attention_factor=False,
-        ),
-    )
-}
+REGISTRY: dict[str, type[Architecture]] = {}
+
+
+def register(cls: type[Architecture]) -> type[Architecture]:
+    REGISTRY[cls.hf_class] = cls
+    return cls
+
+
+@register
+class Llama(Architecture):
+    hf_class, model_type = "LlamaForCausalLM", "llama"
+
+    def layer_windows(self, config: dict, num_layers: int) -> tuple[int | None, ...]:
+        return (None,) * num_layers  # LLaMA has no sliding window
+
+
+@register
+class Mistral(Architecture):
+    hf_class, model_type = "MistralForCausalLM", "mistral"
+    plain_config_keys = {"sliding_window": None}
+
+
+@register
+class Qwen2(Architecture):
+    hf_class, model_type = "Qwen2ForCausalLM", "qwen2"
+    required_biases = frozenset({Role.Q, Role.K, Role.V})
+    gguf_pair_arch = None  # llama.cpp's qwen2 graph loads no rope factors
+    gguf_pair_refusal = ("llama.cpp's qwen2 architecture cannot switch LongRoPE factor sets; pass "
+                         "--factor-sets long or --factor-sets short to write one set applied at every length")
+    plain_config_keys = {"sliding_window": None, "use_sliding_window": False}
+
+    def layer_windows(self, config: dict, num_layers: int) -> tuple[int | None, ...]:
+        """transformers' rule: no window unless use_sliding_window; then the saved `layer_types` say which layers
+        slide, or else the layers from max_window_layers on do."""
+        window = _window(config) if config.get("use_sliding_window", False) else None
+        types = config.get("layer_types")
+        if types is not None:
+            return _windows_from_layer_types(types, window, num_layers)
+        first = config.get("max_window_layers", num_layers)
+        if window is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 0):
+            raise ConfigError(f"'max_window_layers' must be an integer >= 0, got {first!r}")
+        return tuple(window if window is not None and i >= first else None for i in range(num_layers))
+
+
+@register
+class Phi3(Architecture):
+    hf_class, model_type = "Phi3ForCausalLM", "phi3"
+    config_style = "phi3"
+    supports_explicit_attention_factor = False
+    attention_roles = (Role.QKV, Role.O)
+    mlp_roles = (Role.GATE_UP, Role.DOWN)
+    gguf_pair_arch = gguf_single_arch = "phi3"
+    gguf_requires_endoftext = True
+    plain_config_keys = {"sliding_window": None, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
+
+
+ARCHITECTURES: dict[str, Architecture] = {name: cls() for name, cls in REGISTRY.items()}
 
 
 def architecture_for(config: dict, source: str = "config.json") -> Architecture:
-    """Look up the registry entry named by config['architectures'][0]; refuse anything else."""
+    """The registered architecture named by config['architectures'][0]; anything else is refused."""
     names = config.get("architectures") or []
     if not isinstance(names, list) or not names:
         raise UnsupportedArchitectureError("config has no 'architectures' list; cannot tell the model class", source)
@@ -51,3 +208,21 @@ def architecture_for(config: dict, source: str = "config.json") -> Architecture:
         supported = ", ".join(sorted(ARCHITECTURES))
         raise UnsupportedArchitectureError(f"architecture {name!r} is not supported (supported: {supported})", source)
     return ARCHITECTURES[name]
+
+
+def _window(config: dict) -> int | None:
+    window = config.get("sliding_window")
+    if window is None:
+        return None
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        raise ConfigError(f"'sliding_window' must be a positive integer or null, got {window!r}")
+    return window
+
+
+def _windows_from_layer_types(types, window: int | None, num_layers: int) -> tuple[int | None, ...]:
+    if not isinstance(types, list) or len(types) != num_layers:
+        raise ConfigError(f"'layer_types' must list one type per layer ({num_layers})")
+    unknown = [t for t in types if t not in ("full_attention", "sliding_attention")]
+    if unknown:
+        raise ConfigError(f"'layer_types' holds {unknown[0]!r}; expected full_attention or sliding_attention")
+    return tuple(window if t == "sliding_attention" else None for t in types)

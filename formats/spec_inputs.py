@@ -9,7 +9,9 @@ from pathlib import Path
 from .errors import FactorFileError, SpecError
 from .factor_files import read_factor_file, validate_factors, warn_on_unusual
 from .factor_set import FactorSet
-from .hf_config import geometry, original_max_positions, rope_theta, spec_from_config
+from .hf.config import spec_from_config
+from .hf.geometry import geometry
+from .hf.rope_keys import original_max_positions, rope_theta
 from .spec import LongRopeSpec, plain_factors
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ def shared_factors() -> Path:
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory):
     """The demo's four tiny baked checkpoints (L_orig 256 -> 1024), keyed by HF class."""
-    from longrope_convert.convert.demo import build_demo_models, prepare_workdir
+    from longrope_convert.convert.demo.models import build_demo_models, prepare_workdir
 
     workdir = prepare_workdir(tmp_path_factory.mktemp("demo") / "work")
     return {m.hf_class: m for m in build_demo_models(workdir)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from longrope_convert.formats.errors import LongRopeError
+from ..formats.errors import LongRopeError
 
 CPU_LONG_MULTIPLE = 2  # CPU long case: 2 x L_orig (capped by max positions), seconds on a tiny model
 GPU_LONG_LENGTHS = (32768, 131072)  # GPU long cases, capped by max_position_embeddings

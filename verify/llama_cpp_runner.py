@@ -14,8 +14,7 @@ from typing import Sequence
 
 import numpy
 
-from longrope_convert.formats.factor_set import FactorSet, choose_by_context_size
-
+from ..formats.factor_set import FactorSet, choose_by_context_size
 
 GGML_TYPE_F32, GGML_TYPE_F16 = 0, 1
 KV_CACHE_TYPES = {"f32": GGML_TYPE_F32, "f16": GGML_TYPE_F16}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from longrope_convert.formats import onnx_names as N
-from longrope_convert.formats.errors import CheckpointError
-from longrope_convert.formats.onnx_metadata import facts_from_metadata, spec_from_metadata
+from ..formats.errors import CheckpointError
+from ..formats.onnx import names as N
+from ..formats.onnx.metadata import facts_from_metadata, spec_from_metadata
 
 ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from longrope_convert.formats.architectures import architecture_for
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import geometry, read_config, rope_theta, spec_from_config
-from longrope_convert.formats.spec import LongRopeSpec, plain_factors
-
+from ..formats.architectures import Role
+from ..formats.factor_set import FactorSet
+from ..formats.hf.checkpoint import Checkpoint, as_checkpoint
+from ..formats.hf.rope_keys import rope_theta
+from ..formats.spec import LongRopeSpec, plain_factors
 from .reference_weights import DecoderWeights, LayerWeights, load_decoder_weights
 
 
@@ -49,22 +49,14 @@ def plain_rope_spec(config: dict, rotary_dim: int) -> LongRopeSpec:
 class ReferenceDecoder:
     """Load once, run many forwards. `spec` overrides the config's LongRoPE numbers (to test wrong ones)."""
 
-    def __init__(self, folder: str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu",
+    def __init__(self, checkpoint: Checkpoint | str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu",
                  spec: LongRopeSpec | None = None):
-        folder = Path(folder)
-        self.config = read_config(folder)
-        self.arch = architecture_for(self.config, str(folder / "config.json"))
-        self.geo = geometry(self.config, str(folder / "config.json"))
-        self.spec = spec or spec_from_config(self.config) or plain_rope_spec(self.config, self.geo.rotary_dim)
+        checkpoint = as_checkpoint(checkpoint)
+        self.config, self.arch, self.geo = checkpoint.config, checkpoint.arch, checkpoint.geometry
+        self.spec = spec or checkpoint.spec or plain_rope_spec(self.config, self.geo.rotary_dim)
         self.dtype, self.device = dtype, device
-        self.sliding_window = self._sliding_window()
-        self.weights: DecoderWeights = load_decoder_weights(folder, self.arch, self.geo, dtype, device)
-
-    def _sliding_window(self) -> int | None:
-        window = self.config.get("sliding_window")
-        if self.arch.model_type == "qwen2" and not self.config.get("use_sliding_window", False):
-            return None
-        return int(window) if window else None
+        self.windows = checkpoint.windows  # per layer, from the architecture's rule (transformers' layer_types)
+        self.weights: DecoderWeights = load_decoder_weights(checkpoint, dtype, device)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
@@ -80,38 +72,39 @@ class ReferenceDecoder:
         new_cache = KVCache()
         for i, layer in enumerate(self.weights.layers):
             layer_cache = cache.layers[i] if cache.layers else None
-            x, kv = self._block(x, layer, cos, sin, layer_cache, past)
+            x, kv = self._block(x, layer, cos, sin, layer_cache, past, self.windows[i])
             new_cache.layers.append(kv)
         if last_only:
             x = x[:, -1:]
         logits = _rms_norm(x, self.weights.final_norm, self.geo.rms_norm_eps) @ self.weights.lm_head.T
         return ForwardResult(logits=logits, cache=new_cache, factor_set=chosen)
 
-    def _block(self, x, w: LayerWeights, cos, sin, layer_cache, past):
-        h, kv = self._attention(_rms_norm(x, w.input_norm, self.geo.rms_norm_eps), w, cos, sin, layer_cache, past)
+    def _block(self, x, w: LayerWeights, cos, sin, layer_cache, past, window):
+        normed = _rms_norm(x, w.input_norm, self.geo.rms_norm_eps)
+        h, kv = self._attention(normed, w, cos, sin, layer_cache, past, window)
         x = x + h
         hn = _rms_norm(x, w.post_norm, self.geo.rms_norm_eps)
-        x = x + _linear(F.silu(_linear(hn, w.gate, w.gate_bias)) * _linear(hn, w.up, w.up_bias), w.down, w.down_bias)
-        return x, kv
+        act = F.silu(_linear(hn, w.gate, w.bias(Role.GATE))) * _linear(hn, w.up, w.bias(Role.UP))
+        return x + _linear(act, w.down, w.bias(Role.DOWN)), kv
 
-    def _attention(self, x, w: LayerWeights, cos, sin, layer_cache, past):
+    def _attention(self, x, w: LayerWeights, cos, sin, layer_cache, past, window):
         g = self.geo
         b, t, _ = x.shape
-        q = _linear(x, w.q, w.q_bias).view(b, t, g.num_heads, g.head_dim).transpose(1, 2)
-        k = _linear(x, w.k, w.k_bias).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
-        v = _linear(x, w.v, w.v_bias).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
+        q = _linear(x, w.q, w.bias(Role.Q)).view(b, t, g.num_heads, g.head_dim).transpose(1, 2)
+        k = _linear(x, w.k, w.bias(Role.K)).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
+        v = _linear(x, w.v, w.bias(Role.V)).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
         q, k = _rotate(q, cos, sin, g.rotary_dim), _rotate(k, cos, sin, g.rotary_dim)
         if layer_cache is not None:
             k = torch.cat([layer_cache[0], k], dim=2)
             v = torch.cat([layer_cache[1], v], dim=2)
-        mask = _causal_mask(past, t, k.shape[2], self.sliding_window, x.device)
+        mask = _causal_mask(past, t, k.shape[2], window, x.device)
         rep = g.num_heads // g.num_kv_heads
         out = F.scaled_dot_product_attention(
             q, k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), attn_mask=mask,
             scale=g.head_dim**-0.5,
         )
         out = out.transpose(1, 2).reshape(b, t, g.num_heads * g.head_dim)
-        return _linear(out, w.o, w.o_bias), (k, v)
+        return _linear(out, w.o, w.bias(Role.O)), (k, v)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.spec import LongRopeSpec
-
+from ..formats.factor_set import FactorSet
+from ..formats.hf.checkpoint import Checkpoint, as_checkpoint
+from ..formats.spec import LongRopeSpec
 from .memory import available_gpu_bytes
 from .reference_model import KVCache, ReferenceDecoder
 
@@ -31,13 +31,11 @@ CACHE_SEMANTICS = (
 )
 
 
-def choose_reference_dtype(device: str, src: Path) -> torch.dtype:
+def choose_reference_dtype(device: str, checkpoint: Checkpoint | Path) -> torch.dtype:
     """float64 (the truth) on CPU; on CUDA float64 when the float64 weights fit in a third of free memory."""
     if device != "cuda":
         return torch.float64
-    from longrope_convert.formats.checkpoint import checkpoint_tensors
-
-    params = sum(math.prod(info.shape) for info in checkpoint_tensors(src).values())
+    params = sum(math.prod(info.shape) for info in as_checkpoint(checkpoint).tensors.values())
     if params * 8 * 3 < available_gpu_bytes():
         return torch.float64
     log.warning("float64 weights (%.1f GB) do not fit: the reference runs in float32", params * 8 / 1e9)
@@ -47,10 +45,12 @@ def choose_reference_dtype(device: str, src: Path) -> torch.dtype:
 class ReferenceRunner:
     """Loads the reference once; answers prefill and decode cases with logits on the reference device."""
 
-    def __init__(self, src: Path, spec: LongRopeSpec, device: str = "cpu", dtype: torch.dtype | None = None):
-        self.dtype = dtype or choose_reference_dtype(device, src)
+    def __init__(self, checkpoint: Checkpoint | Path, spec: LongRopeSpec, device: str = "cpu",
+                 dtype: torch.dtype | None = None):
+        checkpoint = as_checkpoint(checkpoint)
+        self.dtype = dtype or choose_reference_dtype(device, checkpoint)
         self.device = device
-        self.model = ReferenceDecoder(src, dtype=self.dtype, device=device, spec=spec)
+        self.model = ReferenceDecoder(checkpoint, dtype=self.dtype, device=device, spec=spec)
         self.spec = self.model.spec
 
     def max_tokens_in_memory(self, share: float = 0.4) -> int | None:

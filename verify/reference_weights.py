@@ -1,40 +1,37 @@
-"""Load a checkpoint's safetensors straight into a uniform per-layer layout for the reference decoder.
+"""The checkpoint's weights as torch tensors for the reference decoder, read through formats' canonical reader.
 
-Architecture differences (fused qkv, fused gate/up, biases) are undone here, so the decoder has one code path.
+`formats/hf/weights.py` undoes every architecture difference (fused q/k/v and gate/up, biases), so the decoder
+has one code path and no knowledge of tensor names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from safetensors import safe_open
 
-from longrope_convert.formats.architectures import Architecture
-from longrope_convert.formats.checkpoint import checkpoint_tensors
-from longrope_convert.formats.errors import CheckpointError
-from longrope_convert.formats.hf_config import ModelGeometry
+from ..formats.architectures import Role
+from ..formats.hf.checkpoint import Checkpoint
+from ..formats.hf.weights import LayerWeights as ArrayLayer
+from ..formats.hf.weights import WeightReader
 
 
 @dataclass
 class LayerWeights:
     input_norm: torch.Tensor
+    post_norm: torch.Tensor
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
     o: torch.Tensor
-    post_norm: torch.Tensor
     gate: torch.Tensor
     up: torch.Tensor
     down: torch.Tensor
-    q_bias: torch.Tensor | None = None
-    k_bias: torch.Tensor | None = None
-    v_bias: torch.Tensor | None = None
-    o_bias: torch.Tensor | None = None
-    gate_bias: torch.Tensor | None = None
-    up_bias: torch.Tensor | None = None
-    down_bias: torch.Tensor | None = None
+    biases: dict[Role, torch.Tensor] = field(default_factory=dict)
+
+    def bias(self, role: Role) -> torch.Tensor | None:
+        return self.biases.get(role)
 
 
 @dataclass
@@ -45,64 +42,21 @@ class DecoderWeights:
     lm_head: torch.Tensor
 
 
-class _TensorSource:
-    """Reads named tensors from the checkpoint's shards, converting dtype and device."""
+def load_decoder_weights(checkpoint: Checkpoint, dtype: torch.dtype, device: str) -> DecoderWeights:
+    reader = WeightReader(checkpoint)
 
-    def __init__(self, folder: Path, dtype: torch.dtype, device: str):
-        self.infos = checkpoint_tensors(folder)
-        self.dtype, self.device = dtype, device
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
 
-    def has(self, name: str) -> bool:
-        return name in self.infos
+    def layer(w: ArrayLayer) -> LayerWeights:
+        return LayerWeights(
+            input_norm=tensor(w.input_norm), post_norm=tensor(w.post_norm),
+            q=tensor(w.q), k=tensor(w.k), v=tensor(w.v), o=tensor(w.o),
+            gate=tensor(w.gate), up=tensor(w.up), down=tensor(w.down),
+            biases={role: tensor(b) for role, b in w.biases.items()},
+        )
 
-    def get(self, name: str) -> torch.Tensor:
-        info = self.infos.get(name)
-        if info is None:
-            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
-        with safe_open(str(info.file), framework="pt") as f:
-            return f.get_tensor(name).to(device=self.device, dtype=self.dtype)
-
-    def maybe(self, name: str) -> torch.Tensor | None:
-        return self.get(name) if self.has(name) else None
-
-
-def load_decoder_weights(
-    folder: Path, arch: Architecture, geo: ModelGeometry, dtype: torch.dtype, device: str
-) -> DecoderWeights:
-    src = _TensorSource(folder, dtype, device)
-    layers = [_load_layer(src, f"model.layers.{i}", arch, geo) for i in range(geo.num_layers)]
-    embed = src.get("model.embed_tokens.weight")
-    lm_head = src.maybe("lm_head.weight")
-    if lm_head is None:
-        if not geo.tie_word_embeddings:
-            raise CheckpointError("lm_head.weight is missing and tie_word_embeddings is false", folder)
-        lm_head = embed
-    return DecoderWeights(embed=embed, layers=layers, final_norm=src.get("model.norm.weight"), lm_head=lm_head)
-
-
-def _load_layer(src: _TensorSource, p: str, arch: Architecture, geo: ModelGeometry) -> LayerWeights:
-    q_out, kv_out = geo.num_heads * geo.head_dim, geo.num_kv_heads * geo.head_dim
-    if arch.fused_qkv:
-        qkv = src.get(f"{p}.self_attn.qkv_proj.weight")
-        q, k, v = qkv.split([q_out, kv_out, kv_out], dim=0)
-        biases = (None, None, None)
-    else:
-        q, k, v = (src.get(f"{p}.self_attn.{n}_proj.weight") for n in "qkv")
-        biases = tuple(src.maybe(f"{p}.self_attn.{n}_proj.bias") for n in "qkv")
-    if arch.fused_gate_up:
-        gate, up = src.get(f"{p}.mlp.gate_up_proj.weight").chunk(2, dim=0)
-        gate_bias = up_bias = None
-    else:
-        gate, up = src.get(f"{p}.mlp.gate_proj.weight"), src.get(f"{p}.mlp.up_proj.weight")
-        gate_bias, up_bias = src.maybe(f"{p}.mlp.gate_proj.bias"), src.maybe(f"{p}.mlp.up_proj.bias")
-    return LayerWeights(
-        input_norm=src.get(f"{p}.input_layernorm.weight"),
-        q=q, k=k, v=v,
-        o=src.get(f"{p}.self_attn.o_proj.weight"),
-        post_norm=src.get(f"{p}.post_attention_layernorm.weight"),
-        gate=gate, up=up,
-        down=src.get(f"{p}.mlp.down_proj.weight"),
-        q_bias=biases[0], k_bias=biases[1], v_bias=biases[2],
-        o_bias=src.maybe(f"{p}.self_attn.o_proj.bias"),
-        gate_bias=gate_bias, up_bias=up_bias, down_bias=src.maybe(f"{p}.mlp.down_proj.bias"),
-    )
+    layers = [layer(reader.layer(i)) for i in range(checkpoint.geometry.num_layers)]
+    embed = tensor(reader.embedding())
+    lm_head = embed if reader.ties_lm_head else tensor(reader.lm_head())
+    return DecoderWeights(embed=embed, layers=layers, final_norm=tensor(reader.final_norm()), lm_head=lm_head)

@@ -8,9 +8,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-from longrope_convert.formats.atomic_output import atomic_output_file, check_output_path
-from longrope_convert.formats.errors import OutputPathError
-
+from ..formats.atomic_output import atomic_output_file, check_output_path
+from ..formats.errors import OutputPathError
 from .report import ERROR, FAIL, SKIP, VerifyReport
 
 SCHEMA_FILE = Path(__file__).with_name("report_schema.json")

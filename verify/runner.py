@@ -15,14 +15,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from longrope_convert import __version__
-from longrope_convert.formats.architectures import architecture_for
-from longrope_convert.formats.checkpoint import checkpoint_tensors
-from longrope_convert.formats.errors import ConfigError, LongRopeError
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import geometry, read_config, spec_from_config
-from longrope_convert.formats.spec import LongRopeSpec
-
+from .. import __version__
+from ..formats.errors import ConfigError, LongRopeError
+from ..formats.factor_set import FactorSet
+from ..formats.hf.checkpoint import Checkpoint, open_checkpoint
+from ..formats.hf.config import read_config, spec_from_config
+from ..formats.spec import LongRopeSpec
 from .cases import Case, default_cases, parse_lengths
 from .metrics import compare_logits
 from .reference_run import CACHE_SEMANTICS, ReferenceRunner, decode_set_label
@@ -68,13 +66,11 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def truth_spec(src: Path, reference_spec: Path | None) -> tuple[LongRopeSpec, str]:
+def truth_spec(checkpoint: Checkpoint, reference_spec: Path | None) -> tuple[LongRopeSpec, str]:
     """The spec the reference uses and where it came from; SRC must be a LongRoPE checkpoint either way."""
-    own = spec_from_config(read_config(src), str(src / "config.json"))
-    if own is None:
-        raise ConfigError("not a LongRoPE checkpoint (rope type is not longrope/su); bake it first", src)
+    own = checkpoint.require_spec()
     if reference_spec is None:
-        return own, str(src / "config.json")
+        return own, checkpoint.source
     source = reference_spec / "config.json" if reference_spec.is_dir() else reference_spec
     spec = spec_from_config(read_config(reference_spec), str(source))
     if spec is None:
@@ -104,21 +100,17 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
     """Run the whole parity matrix and return the report (no files written here)."""
     src = Path(opts.src)
     device = resolve_device(opts.device)
-    spec, spec_source = truth_spec(src, opts.reference_spec)
-    config = read_config(src)
-    architecture_for(config, str(src / "config.json"))
-    checkpoint_tensors(src)  # refuse pickle-only, truncated or lying weights before any runtime reads them
-    geo = geometry(config, str(src / "config.json"))
+    checkpoint = open_checkpoint(src)  # refuses pickle-only, truncated or lying weights before any runtime reads them
+    spec, spec_source = truth_spec(checkpoint, opts.reference_spec)
+    geo = checkpoint.geometry
     vocab = geo.vocab_size
     l_orig, max_pos = spec.original_max_position_embeddings, spec.max_position_embeddings
-    context = TargetContext(src=src, spec=spec, geometry=geo, device=device, dtype=opts.dtype)
+    explicit_cases = parse_lengths(opts.lengths, l_orig) if opts.lengths else None  # checked before loading
+    context = TargetContext(checkpoint=checkpoint, spec=spec, device=device, dtype=opts.dtype)
     targets = [open_target(request, context) for request in opts.targets]
     ref_dtype = REFERENCE_DTYPES[opts.reference_dtype] if opts.reference_dtype else None
-    reference = ReferenceRunner(src, spec, device, ref_dtype)
-    if opts.lengths:
-        cases = parse_lengths(opts.lengths, l_orig)
-    else:
-        cases = default_cases(l_orig, max_pos, device == "cuda", reference.max_tokens_in_memory())
+    reference = ReferenceRunner(checkpoint, spec, device, ref_dtype)
+    cases = explicit_cases or default_cases(l_orig, max_pos, device == "cuda", reference.max_tokens_in_memory())
     report = VerifyReport(
         src=str(src), device=device, dtype=opts.dtype, seed=opts.seed, cache_semantics=CACHE_SEMANTICS,
         reference={"dtype": str(reference.dtype).removeprefix("torch."), "device": device, "spec_source": spec_source,

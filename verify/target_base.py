@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.spec import LongRopeSpec
-
+from ..formats.factor_set import FactorSet
+from ..formats.spec import LongRopeSpec
 from .cases import Case
 
 

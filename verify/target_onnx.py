@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longrope_convert.formats.errors import LongRopeError
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import ModelGeometry
-from longrope_convert.formats.onnx_metadata import selection_text
-
+from ..formats.errors import LongRopeError
+from ..formats.factor_set import FactorSet
+from ..formats.hf.geometry import ModelGeometry
+from ..formats.onnx.metadata import selection_text
 from .cases import Case
 from .memory import available_gpu_bytes, available_host_bytes, too_big_reason
 from .target_base import SequenceRuleTarget

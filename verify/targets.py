@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from longrope_convert.formats.errors import LongRopeError
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import ModelGeometry
-from longrope_convert.formats.spec import LongRopeSpec
-
+from ..formats.errors import LongRopeError
+from ..formats.factor_set import FactorSet
+from ..formats.hf.checkpoint import Checkpoint
+from ..formats.hf.geometry import ModelGeometry
+from ..formats.spec import LongRopeSpec
 from .cases import Case
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # kind -> "module:class"; imported only when a target of that kind is requested.
 TARGET_KINDS = {
     "transformers": "longrope_convert.verify.target_transformers:TransformersTarget",
-    "gguf": "longrope_convert.verify.target_gguf:GgufTarget",
+    "gguf": "longrope_convert.verify.target_llama_cpp:LlamaCppTarget",
     "onnx": "longrope_convert.verify.target_onnx:OnnxTarget",
 }
 
@@ -36,13 +36,20 @@ class TargetError(LongRopeError):
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What every target gets: the checkpoint under test, its shapes, the truth's spec, device and dtype."""
+    """What every target gets: the checkpoint under test (opened once), the truth's spec, device and dtype."""
 
-    src: Path
+    checkpoint: Checkpoint
     spec: LongRopeSpec
-    geometry: ModelGeometry
     device: str  # "cpu" or "cuda"
     dtype: str  # float32 | bfloat16 | float16 (for targets whose precision is chosen at load time)
+
+    @property
+    def src(self) -> Path:
+        return self.checkpoint.folder
+
+    @property
+    def geometry(self) -> ModelGeometry:
+        return self.checkpoint.geometry
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from longrope_convert.formats.errors import LongRopeError
+from ..formats.errors import LongRopeError
 
 METRIC_KEYS = ("rel_l2", "kl", "top1", "max_abs", "growth_tokens")
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from longrope_convert.convert.demo import DEMO_MODELS
+from longrope_convert.convert.demo.models import DEMO_MODELS
 
 L_ORIG = 256
 SHORT_LEN, SHORT_CTX = 200, 256  # n_ctx 256 = L_orig: llama.cpp uses the short set

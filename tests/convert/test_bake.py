@@ -4,12 +4,11 @@ import subprocess
 import sys
 
 import pytest
-
 from longrope_convert.convert.bake import bake_checkpoint
+from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
 from longrope_convert.formats.errors import FactorFileError, OutputPathError, SpecError, UnsupportedArchitectureError
-from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.formats.spec_inputs import SpecRequest
-from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
 
 from ..conftest import tree_digest
 
@@ -69,7 +68,7 @@ def test_phi3_layout_is_exactly_what_4x_accepts(tmp_path):
 
 
 def test_phi3_excerpt_supplies_both_sets(tmp_path, shared_factors):
-    from longrope_convert.formats.tiny_checkpoint import TinyShape
+    from longrope_convert.convert.demo.tiny_checkpoint import TinyShape
 
     src = write_tiny_checkpoint(tmp_path / "phi", "Phi3ForCausalLM", TinyShape(head_dim=96, hidden_size=384,
                                                                           num_heads=4, num_kv_heads=4), seed=3)

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.verify.transformers_runner import load_transformers_model, rotary_cos_sin
 
 REPO = Path(__file__).resolve().parents[2]

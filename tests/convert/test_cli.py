@@ -3,7 +3,6 @@ import sys
 import time
 
 import pytest
-
 from longrope_convert.convert.cli import COMMANDS
 
 NO_HEAVY_IMPORTS = """

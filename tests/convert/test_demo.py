@@ -1,5 +1,4 @@
 import pytest
-
 from longrope_convert.convert.cli import main
 
 

@@ -10,10 +10,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
-
+from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
 from longrope_convert.convert.export_onnx import export_onnx
-from longrope_convert.formats import onnx_names as N
-from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
+from longrope_convert.formats.onnx import names as N
 from longrope_convert.verify.metrics import compare_logits
 
 from ..conftest import tree_digest

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import pytest
-
 from longrope_convert.convert.export_onnx import export_onnx, export_traced_frozen
-from longrope_convert.formats import onnx_names as N
 from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.onnx_metadata import facts_from_metadata, read_metadata
+from longrope_convert.formats.onnx import names as N
+from longrope_convert.formats.onnx.metadata import facts_from_metadata, read_metadata
 from longrope_convert.verify.metrics import compare_logits
 
 from .onnx_fixtures import (
-    FP32_REL_L2, L_ORIG, LONG_LEN, SHORT_LEN, as_torch, onnx_decode_step, reference, session, token_ids,
+    FP32_REL_L2,
+    L_ORIG,
+    LONG_LEN,
+    SHORT_LEN,
+    as_torch,
+    onnx_decode_step,
+    reference,
+    session,
+    token_ids,
     transformers_decode_step,
 )
 

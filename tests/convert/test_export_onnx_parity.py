@@ -5,16 +5,26 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from longrope_convert.formats import onnx_names as N
 from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import read_config, spec_from_config
-from longrope_convert.formats.onnx_metadata import facts_from_metadata, read_metadata, spec_from_metadata
-from longrope_convert.formats.onnx_rotary import ATTENTION_FACTOR, LONG_INV_FREQ, SHORT_INV_FREQ
+from longrope_convert.formats.hf.config import read_config, spec_from_config
+from longrope_convert.formats.onnx import names as N
+from longrope_convert.formats.onnx.metadata import facts_from_metadata, read_metadata, spec_from_metadata
+from longrope_convert.formats.onnx.rotary import ATTENTION_FACTOR, LONG_INV_FREQ, SHORT_INV_FREQ
 from longrope_convert.verify.metrics import compare_logits
 
 from .onnx_fixtures import (
-    ARCHS, FP32_REL_L2, L_ORIG, LONG_LEN, SHORT_LEN, as_torch, onnx_decode_step, onnx_exports, reference, session,
-    token_ids, transformers_decode_step,
+    ARCHS,
+    FP32_REL_L2,
+    L_ORIG,
+    LONG_LEN,
+    SHORT_LEN,
+    as_torch,
+    onnx_decode_step,
+    onnx_exports,
+    reference,
+    session,
+    token_ids,
+    transformers_decode_step,
 )
 
 __all__ = ["onnx_exports"]  # session fixture used below
@@ -127,10 +137,10 @@ def test_sliding_window_matches_transformers(tmp_path):
     import json
 
     from longrope_convert.convert.bake import bake_checkpoint
-    from longrope_convert.convert.demo import write_example_factor_files
+    from longrope_convert.convert.demo.models import write_example_factor_files
+    from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
     from longrope_convert.convert.export_onnx import export_onnx
     from longrope_convert.formats.spec_inputs import SpecRequest
-    from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
     from longrope_convert.verify.transformers_runner import load_transformers_model, transformers_logits
 
     plain = write_tiny_checkpoint(tmp_path / "plain", "MistralForCausalLM", seed=7)
@@ -145,7 +155,7 @@ def test_sliding_window_matches_transformers(tmp_path):
     cmp = compare_logits(expected, as_torch(session(folder).forward(ids.numpy())[0]))
     assert cmp.relative_l2 <= FP32_REL_L2 and cmp.top1_agreement == 1.0, cmp
     unwindowed = reference(baked)
-    unwindowed.sliding_window = None  # the window must matter at 600 tokens, or this test proves nothing
+    unwindowed.windows = (None,) * len(unwindowed.windows)  # the window must matter at 600 tokens, or this test proves nothing
     assert compare_logits(unwindowed.forward(ids).logits, expected).relative_l2 > 1e-2
 
 
@@ -153,13 +163,12 @@ def test_tied_embeddings(tmp_path):
     """A checkpoint without lm_head.weight (tie_word_embeddings) uses the embedding as the output matrix."""
     import json
 
-    from safetensors.numpy import load_file, save_file
-
     from longrope_convert.convert.bake import bake_checkpoint
-    from longrope_convert.convert.demo import write_example_factor_files
+    from longrope_convert.convert.demo.models import write_example_factor_files
+    from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
     from longrope_convert.convert.export_onnx import export_onnx
     from longrope_convert.formats.spec_inputs import SpecRequest
-    from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
+    from safetensors.numpy import load_file, save_file
 
     plain = write_tiny_checkpoint(tmp_path / "plain", "Qwen2ForCausalLM", seed=8)
     tensors = load_file(plain / "model.safetensors")

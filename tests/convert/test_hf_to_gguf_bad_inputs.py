@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from longrope_convert.convert.cli import main
 
 from ..conftest import tree_digest
@@ -42,7 +41,7 @@ def test_missing_tokenizer_needs_no_vocab(tmp_path, capsys, gguf_models):
 
 
 def test_phi3_vocabulary_without_endoftext_is_refused(tmp_path, capsys, gguf_models):
-    from longrope_convert.formats.tiny_tokenizer import write_bpe_tokenizer
+    from longrope_convert.convert.demo.tiny_tokenizer import write_bpe_tokenizer
 
     s = baked_setup(tmp_path, gguf_models["Phi3ForCausalLM"])
     (s.src / "tokenizer.model").unlink()
@@ -61,7 +60,7 @@ def test_phi3_vocabulary_without_endoftext_is_refused(tmp_path, capsys, gguf_mod
 
 
 def test_tokenizer_larger_than_model_vocab_is_refused(tmp_path, capsys, gguf_models):
-    from longrope_convert.formats.tiny_tokenizer import write_sentencepiece_tokenizer
+    from longrope_convert.convert.demo.tiny_tokenizer import write_sentencepiece_tokenizer
 
     s = baked_setup(tmp_path, gguf_models["LlamaForCausalLM"])
     write_sentencepiece_tokenizer(s.src, vocab_size=600)
@@ -87,8 +86,8 @@ def test_existing_output_is_kept_without_force_and_replaced_with_it(tmp_path, ca
 def test_failure_while_writing_leaves_nothing(tmp_path, gguf_models, monkeypatch):
     """A shard that goes bad after validation (here: a read error mid-stream) leaves no partial GGUF."""
     from longrope_convert.convert.hf_to_gguf import convert_hf_to_gguf
-    from longrope_convert.formats import gguf_tensors
     from longrope_convert.formats.errors import CheckpointError
+    from longrope_convert.formats.gguf import tensors as gguf_tensors
 
     s = baked_setup(tmp_path, gguf_models["LlamaForCausalLM"])
     calls = {"n": 0}

@@ -15,8 +15,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
-from longrope_convert.formats.gguf_spec import PREFIX, field_value
+from longrope_convert.formats.gguf.reader import field_value
+from longrope_convert.formats.gguf.spec_keys import PREFIX
 
 from .gguf_fixtures import converted, gguf_models, gguf_out
 

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from longrope_convert.formats.tiny_checkpoint import TinyShape, write_tiny_checkpoint
+from longrope_convert.convert.demo.tiny_checkpoint import TinyShape, write_tiny_checkpoint
 
 SHAPE = dict(hidden_size=1024, intermediate_size=2816, num_heads=16, num_kv_heads=4, head_dim=64, vocab_size=32000)
 # ru_maxrss counts a forked child's pre-exec copy of its parent: a small launcher keeps pytest's pages out of it

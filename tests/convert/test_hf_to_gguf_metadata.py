@@ -6,13 +6,12 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-
 from longrope_convert.convert.hf_to_gguf import convert_hf_to_gguf
-from longrope_convert.formats import gguf_tensors
-from longrope_convert.formats.gguf_spec import field_value, read_gguf_spec
-from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.gguf import tensors as gguf_tensors
+from longrope_convert.formats.gguf.reader import field_value, read_gguf_spec
+from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.formats.spec_inputs import SpecRequest
+from safetensors.numpy import load_file
 
 from .gguf_fixtures import converted, gguf_models, gguf_out
 
@@ -141,7 +140,7 @@ def test_phi3_fused_tensors_are_kept_as_llama_cpp_expects(gguf_models, gguf_out)
 
 def test_f16_bits_equal_float32_rounding(gguf_models, gguf_out, tmp_path):
     """bf16 source -> f16 through the lookup table gives the bits of numpy's float32 -> float16 rounding."""
-    from longrope_convert.formats.gguf_dtypes import _bf16_to_f16_table
+    from longrope_convert.formats.gguf.dtypes import _bf16_to_f16_table
 
     bits = np.arange(65536, dtype=np.uint32) << 16
     with np.errstate(over="ignore", invalid="ignore"):

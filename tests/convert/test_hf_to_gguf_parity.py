@@ -4,13 +4,20 @@ output type; a GGUF with the two factor sets swapped must fail the same check.""
 from __future__ import annotations
 
 import pytest
-
 from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.verify.llama_cpp_runner import gguf_factor_set
 
 from .gguf_fixtures import (
-    L_ORIG, LONG_CTX, LONG_LEN, SHORT_CTX, SHORT_LEN, converted, gguf_models, gguf_out, llama_cpp_comparison,
+    L_ORIG,
+    LONG_CTX,
+    LONG_LEN,
+    SHORT_CTX,
+    SHORT_LEN,
+    converted,
+    gguf_models,
+    gguf_out,
+    llama_cpp_comparison,
 )
 
 pytest.importorskip("llama_cpp")

@@ -7,11 +7,14 @@ import hashlib
 
 import gguf
 import pytest
-
-from longrope_convert.formats.gguf_spec import field_value
-from longrope_convert.formats.tiny_tokenizer import (
-    CHAT_TEMPLATE, ENDOFTEXT, TINY_VOCAB_SIZE, tiny_training_text, write_tiny_tokenizer,
+from longrope_convert.convert.demo.tiny_tokenizer import (
+    CHAT_TEMPLATE,
+    ENDOFTEXT,
+    TINY_VOCAB_SIZE,
+    tiny_training_text,
+    write_tiny_tokenizer,
 )
+from longrope_convert.formats.gguf.reader import field_value
 
 from .gguf_fixtures import TOKENIZER_KIND, converted, gguf_models, gguf_out
 

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-
 from longrope_convert.formats.errors import FactorFileError
 from longrope_convert.formats.factor_files import read_factor_file, validate_factors, warn_on_unusual
 from longrope_convert.formats.factor_set import FactorSet

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from longrope_convert.formats.errors import SpecError
 from longrope_convert.formats.factor_set import (
     FactorSet,

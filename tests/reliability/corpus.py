@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
+from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
 
 GOOD_LONG = "".join(f"{1 + i * 0.4:.18e}\n" for i in range(8))  # 8 = rotary dim 16 / 2
 

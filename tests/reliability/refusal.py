@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from longrope_convert.convert.cli import main
 
 from ..conftest import tree_digest

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
-from longrope_convert.formats.example_factors import example_long_factors
-from longrope_convert.formats.hf_config import read_config, spec_from_config
-from longrope_convert.formats.tiny_checkpoint import TinyShape, write_tiny_checkpoint
+from longrope_convert.convert.demo.example_factors import example_long_factors
+from longrope_convert.convert.demo.tiny_checkpoint import TinyShape, write_tiny_checkpoint
+from longrope_convert.formats.hf.config import read_config, spec_from_config
 
 # ~270 MB of float32 weights: long enough to copy or convert that a kill lands mid-way.
 BIG_SHAPE = TinyShape(hidden_size=1024, intermediate_size=4096, num_layers=4, num_heads=8, num_kv_heads=8,
@@ -24,13 +23,13 @@ BIG_SHAPE = TinyShape(hidden_size=1024, intermediate_size=4096, num_layers=4, nu
 
 
 def _gguf_complete(out: Path) -> bool:
-    from longrope_convert.formats.gguf_spec import read_gguf_spec
+    from longrope_convert.formats.gguf.reader import read_gguf_spec
 
     return read_gguf_spec(out).max_position_embeddings == 1024
 
 
 def _onnx_complete(out: Path) -> bool:
-    from longrope_convert.formats.onnx_metadata import read_metadata, spec_from_metadata
+    from longrope_convert.formats.onnx.metadata import read_metadata, spec_from_metadata
 
     return spec_from_metadata(read_metadata(out / "model.onnx")).max_position_embeddings == 1024
 

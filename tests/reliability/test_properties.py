@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from longrope_convert.convert.bake import bake_checkpoint
+from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
 from longrope_convert.formats.factor_files import read_factor_file, validate_factors
 from longrope_convert.formats.factor_set import FactorSet
-from longrope_convert.formats.hf_config import read_config, spec_from_config
+from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.formats.spec import LongRopeSpec
 from longrope_convert.formats.spec_inputs import SpecRequest
-from longrope_convert.formats.tiny_checkpoint import write_tiny_checkpoint
 
 positive = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False)
 vectors = st.lists(positive, min_size=1, max_size=64).map(tuple)

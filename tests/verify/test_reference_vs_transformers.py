@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from longrope_convert.formats.factor_set import FactorSet
 from longrope_convert.verify.metrics import compare_logits
 from longrope_convert.verify.reference_model import ReferenceDecoder

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from longrope_convert.convert.cli import main
 
 LENGTHS = "200,256,257,600,255+2"  # L_orig is 256

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from longrope_convert.convert.cli import main
 from longrope_convert.verify.report_files import load_schema
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from longrope_convert.formats.factor_set import FactorSet
 from longrope_convert.verify import cases as cases_module
 from longrope_convert.verify import reference_run
@@ -91,7 +90,7 @@ def test_reference_dtype_and_long_cases_follow_free_gpu_memory(mistral, monkeypa
     float64 weights fit, and the long cases capped at the length whose KV cache fits in 40% of free memory."""
     import math
 
-    from longrope_convert.formats.checkpoint import checkpoint_tensors
+    from longrope_convert.formats.hf.tensor_index import checkpoint_tensors
 
     params = sum(math.prod(info.shape) for info in checkpoint_tensors(mistral).values())
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (params * 8 * 3 + 1, 80 * 2**30))

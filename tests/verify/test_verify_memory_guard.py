@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from longrope_convert.formats.hf_config import geometry, read_config
+from longrope_convert.formats.hf.config import read_config
+from longrope_convert.formats.hf.geometry import geometry
 from longrope_convert.verify import memory
 from longrope_convert.verify.runner import VerifyOptions, run_verification
 from longrope_convert.verify.targets import TargetRequest
@@ -38,7 +38,7 @@ def test_too_big_reason_names_need_and_availability():
 
 
 def test_estimates_grow_as_each_runtime_does(demo_models):
-    from longrope_convert.verify.target_gguf import llama_cpp_context_bytes
+    from longrope_convert.verify.target_llama_cpp import llama_cpp_context_bytes
     from longrope_convert.verify.target_onnx import onnx_forward_bytes
 
     geo = geometry(read_config(demo_models["LlamaForCausalLM"].baked))
@@ -70,10 +70,10 @@ def test_llama_cpp_batches_and_kept_tail_give_the_same_logits(llama_artifacts, m
 
 
 def test_rows_that_would_not_fit_are_skipped_with_the_reason(llama_artifacts, monkeypatch):
-    from longrope_convert.verify import target_gguf, target_onnx
+    from longrope_convert.verify import target_llama_cpp, target_onnx
 
     baked, onnx, gguf_file = llama_artifacts
-    for module in (target_gguf, target_onnx):
+    for module in (target_llama_cpp, target_onnx):
         monkeypatch.setattr(module, "available_host_bytes", lambda: 2**20)  # 1 MiB
     report = run_verification(VerifyOptions(
         src=baked, targets=all_targets(onnx, gguf_file),

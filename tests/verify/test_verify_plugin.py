@@ -8,7 +8,6 @@ import types
 
 import pytest
 import torch
-
 from longrope_convert.verify import targets
 from longrope_convert.verify.runner import VerifyOptions, run_verification
 from longrope_convert.verify.target_base import SequenceRuleTarget

@@ -8,15 +8,19 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
-
 from longrope_convert.formats.factor_set import FactorSet, choose_by_context_size
 from longrope_convert.verify.cases import Case, CaseSpecError, default_cases, parse_lengths
 from longrope_convert.verify.report import CaseInfo, CaseResult, VerifyReport
 from longrope_convert.verify.report_files import load_schema, report_json, report_junit
-from longrope_convert.verify.target_gguf import n_ctx_for
+from longrope_convert.verify.target_llama_cpp import n_ctx_for
 from longrope_convert.verify.targets import TargetError, parse_target
 from longrope_convert.verify.tolerances import (
-    TOLERANCES, Tolerance, ToleranceError, failures, parse_override, tolerance_for,
+    TOLERANCES,
+    Tolerance,
+    ToleranceError,
+    failures,
+    parse_override,
+    tolerance_for,
 )
 
 

@@ -14,8 +14,8 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from .checkpoint import bf16_bits_to_float32
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..hf.tensor_index import bf16_bits_to_float32
 
 Q = gguf.GGMLQuantizationType
 

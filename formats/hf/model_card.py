@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .factor_set import LLAMA_CPP_CTX_GRANULARITY
-from .spec import LongRopeSpec
+from ..factor_set import LLAMA_CPP_CTX_GRANULARITY
+from ..spec import LongRopeSpec
 
 
 def _vector(values: tuple[float, ...]) -> str:

@@ -1,11 +1,11 @@
-"""Model hyperparameters as llama.cpp's converter writes them (the rope keys live in gguf_spec)."""
+"""Model hyperparameters as llama.cpp's converter writes them (the rope keys live in spec_keys)."""
 
 from __future__ import annotations
 
 import gguf
 
-from .gguf_arch import GgufLayout
-from .hf_config import ModelGeometry
+from ..hf.geometry import ModelGeometry
+from .layouts import GgufLayout
 
 
 def add_model_hparams(writer: gguf.GGUFWriter, config: dict, geo: ModelGeometry, layout: GgufLayout,

@@ -10,14 +10,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from longrope_convert.formats.architectures import ARCHITECTURES
-from longrope_convert.formats.errors import OutputPathError, UnsupportedArchitectureError
-from longrope_convert.formats.example_factors import example_long_factors, example_short_factors
-from longrope_convert.formats.spec_inputs import SpecRequest
-from longrope_convert.formats.tiny_checkpoint import TinyShape, write_tiny_checkpoint
-from longrope_convert.formats.tiny_tokenizer import write_tiny_tokenizer
-
-from .bake import bake_checkpoint
+from ...formats.architectures import ARCHITECTURES
+from ...formats.errors import OutputPathError, UnsupportedArchitectureError
+from ...formats.spec_inputs import SpecRequest
+from ..bake import bake_checkpoint
+from .example_factors import example_long_factors, example_short_factors
+from .tiny_checkpoint import TinyShape, write_tiny_checkpoint
+from .tiny_tokenizer import write_tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +91,8 @@ def build_demo_models(workdir: Path, hf_classes: tuple[str, ...] | None = None) 
 
 def build_demo_artifacts(model: DemoModel) -> DemoArtifacts:
     """The shippable artifacts of one baked demo model: an f32 GGUF and an fp32 ONNX folder."""
-    from .export_onnx import export_onnx
-    from .hf_to_gguf import convert_hf_to_gguf
+    from ..export_onnx import export_onnx
+    from ..hf_to_gguf import convert_hf_to_gguf
 
     base = model.baked.parent
     gguf = convert_hf_to_gguf(model.baked, base / "model-f32.gguf", outtype="f32",

@@ -8,8 +8,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError
-from .json_io import read_json
+from ..errors import CheckpointError
+from ..json_io import read_json
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

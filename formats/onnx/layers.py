@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 
-from .hf_config import ModelGeometry
-from .onnx_graph_builder import GraphBuilder
-from .onnx_rotary import apply_rotary
-from .onnx_weights import LayerArrays
+from ..architectures import Role
+from ..hf.geometry import ModelGeometry
+from ..hf.weights import LayerWeights
+from .graph_builder import GraphBuilder
+from .rotary import apply_rotary
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ MASKED_SCORE = float(np.finfo(np.float32).min)  # scores and softmax are float32
 
 @dataclass(frozen=True)
 class LayerNames:
-    """Initializer names of one layer."""
+    """Initializer names of one layer (q/k/v and gate/up fused so each is one MatMul)."""
 
     input_norm: str
     qkv: str
@@ -47,11 +48,14 @@ class LayerNames:
     o_bias: str | None
     post_norm: str
     gate_up: str
+    gate_up_bias: str | None
     down: str
+    down_bias: str | None
+    window: int | None  # sliding window of this layer (None: full attention)
 
 
-def add_layer_weights(b: GraphBuilder, i: int, w: LayerArrays, p: Precision) -> LayerNames:
-    """Store one layer's weights (norm weights stay float32) and return their names."""
+def add_layer_weights(b: GraphBuilder, i: int, w: LayerWeights, window: int | None, p: Precision) -> LayerNames:
+    """Store one layer's weights as [in, out] MatMul operands (norm weights stay float32); return their names."""
     prefix = f"model.layers.{i}"
 
     def put(name: str, array, dtype=p.np_dtype):
@@ -59,14 +63,25 @@ def add_layer_weights(b: GraphBuilder, i: int, w: LayerArrays, p: Precision) -> 
 
     return LayerNames(
         input_norm=put("input_layernorm.weight", w.input_norm, np.float32),
-        qkv=put("self_attn.qkv_proj.MatMul.weight", w.qkv),
-        qkv_bias=put("self_attn.qkv_proj.bias", w.qkv_bias),
-        o=put("self_attn.o_proj.MatMul.weight", w.o),
-        o_bias=put("self_attn.o_proj.bias", w.o_bias),
+        qkv=put("self_attn.qkv_proj.MatMul.weight", np.concatenate([w.q, w.k, w.v]).T),
+        qkv_bias=put("self_attn.qkv_proj.bias", _fused_bias(w, (Role.Q, Role.K, Role.V), (w.q, w.k, w.v))),
+        o=put("self_attn.o_proj.MatMul.weight", w.o.T),
+        o_bias=put("self_attn.o_proj.bias", w.bias(Role.O)),
         post_norm=put("post_attention_layernorm.weight", w.post_norm, np.float32),
-        gate_up=put("mlp.gate_up_proj.MatMul.weight", w.gate_up),
-        down=put("mlp.down_proj.MatMul.weight", w.down),
+        gate_up=put("mlp.gate_up_proj.MatMul.weight", np.concatenate([w.gate, w.up]).T),
+        gate_up_bias=put("mlp.gate_up_proj.bias", _fused_bias(w, (Role.GATE, Role.UP), (w.gate, w.up))),
+        down=put("mlp.down_proj.MatMul.weight", w.down.T),
+        down_bias=put("mlp.down_proj.bias", w.bias(Role.DOWN)),
+        window=window,
     )
+
+
+def _fused_bias(w: LayerWeights, roles: tuple[Role, ...], weights: tuple[np.ndarray, ...]) -> np.ndarray | None:
+    """The biases of fused projections as one vector (zeros for a missing one), or None when there are none."""
+    biases = [w.bias(r) for r in roles]
+    if all(b is None for b in biases):
+        return None
+    return np.concatenate([b if b is not None else np.zeros(m.shape[0], np.float32) for b, m in zip(biases, weights)])
 
 
 def rms_norm(b: GraphBuilder, x: str, weight: str, eps: float, p: Precision) -> str:
@@ -93,9 +108,10 @@ def linear(b: GraphBuilder, x: str, weight: str, bias: str | None) -> str:
 def mlp(b: GraphBuilder, x: str, names: LayerNames, geo: ModelGeometry) -> str:
     """down(silu(gate(x)) * up(x)) with gate and up as one MatMul."""
     inter = geo.intermediate_size
-    gate, up = b.op("Split", b.op("MatMul", x, names.gate_up), b.const([inter, inter]), axis=-1, outputs=2)
+    gate_up = linear(b, x, names.gate_up, names.gate_up_bias)
+    gate, up = b.op("Split", gate_up, b.const([inter, inter]), axis=-1, outputs=2)
     act = b.op("Mul", gate, b.op("Sigmoid", gate), name="silu")
-    return b.op("MatMul", b.op("Mul", act, up), names.down)
+    return linear(b, b.op("Mul", act, up), names.down, names.down_bias)
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,7 @@ class AttentionInputs:
 
     cos: str
     sin: str
-    allowed: str  # bool [batch, 1, 1, seq, total]: causal and padding mask
+    allowed: dict[int | None, str]  # window -> bool [batch, 1, 1, seq, total]: causal, window and padding mask
 
 
 def attention(b: GraphBuilder, x: str, names: LayerNames, geo: ModelGeometry, shared: AttentionInputs,
@@ -128,7 +144,7 @@ def attention(b: GraphBuilder, x: str, names: LayerNames, geo: ModelGeometry, sh
     if not p.is_fp32:
         scores = b.op("Cast", scores, to=TensorProto.FLOAT)
     scores = b.op("Mul", scores, b.const(d ** -0.5, np.float32))
-    scores = b.op("Where", shared.allowed, scores, b.const(MASKED_SCORE, np.float32))
+    scores = b.op("Where", shared.allowed[names.window], scores, b.const(MASKED_SCORE, np.float32))
     probs = b.op("Softmax", scores, axis=-1, name="probs")
     if not p.is_fp32:
         probs = b.op("Cast", probs, to=p.elem_type)

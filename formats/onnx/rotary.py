@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from .factor_set import FactorSet
-from .onnx_graph_builder import GraphBuilder
-from .spec import LongRopeSpec
+from ..factor_set import FactorSet
+from ..spec import LongRopeSpec
+from .graph_builder import GraphBuilder
 
 LONG_INV_FREQ = "longrope.inv_freq.long"
 SHORT_INV_FREQ = "longrope.inv_freq.short"

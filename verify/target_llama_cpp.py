@@ -10,36 +10,27 @@ scores, the compared positions' logits) does not fit in host memory is skipped w
 
 from __future__ import annotations
 
-import collections
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import gguf
-import numpy as np
 import torch
 
-from longrope_convert.formats.factor_set import (
+from ..formats.factor_set import (
     FactorSet,
     choose_by_context_size,
     choose_by_sequence_length,
     llama_cpp_padded_ctx,
 )
-from longrope_convert.formats.gguf_spec import KEY_FACTOR_SETS, gguf_fields, open_gguf
-from longrope_convert.formats.hf_config import ModelGeometry
-
+from ..formats.gguf.reader import read_gguf_facts
+from ..formats.hf.geometry import ModelGeometry
 from .cases import Case
 from .memory import available_host_bytes, too_big_reason
 from .targets import TargetContext, TargetError, TargetOutput
 
 log = logging.getLogger(__name__)
 
-# gguf.LlamaFileType name -> tolerance precision key; every other type is "quantized".
-FILE_TYPE_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16", "MOSTLY_Q8_0": "q8_0"}
-TENSOR_TYPE_PRECISION = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
 
-
-class GgufTarget:
+class LlamaCppTarget:
     kind = "gguf"
 
     def __init__(self, path: Path, context: TargetContext):
@@ -58,7 +49,7 @@ class GgufTarget:
                         path, self.facts.l_orig, self.l_orig)
 
     @classmethod
-    def open(cls, path: Path | None, context: TargetContext) -> "GgufTarget":
+    def open(cls, path: Path | None, context: TargetContext) -> "LlamaCppTarget":
         if path is None or not Path(path).is_file():
             raise TargetError("GGUF file not found", path)
         try:
@@ -108,33 +99,3 @@ def n_ctx_for(length: int, l_orig: int) -> int:
     if length <= l_orig:
         return l_orig
     return llama_cpp_padded_ctx(max(length, l_orig + 1))
-
-
-@dataclass(frozen=True)
-class GgufFacts:
-    l_orig: int | None  # <arch>.rope.scaling.original_context_length
-    precision: str  # tolerance key
-    single_set: FactorSet | None  # hf-to-gguf --factor-sets long|short: that set at every length
-
-
-def read_gguf_facts(path: Path) -> GgufFacts:
-    """What the GGUF header says about L_orig, weight precision and a single baked factor set."""
-    reader = open_gguf(path)
-    fields = gguf_fields(reader)
-    arch = fields.get(gguf.Keys.General.ARCHITECTURE)
-    l_orig = fields.get(gguf.Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) if arch else None
-    sets = fields.get(KEY_FACTOR_SETS)
-    single = FactorSet(sets) if sets in (FactorSet.LONG.value, FactorSet.SHORT.value) else None
-    return GgufFacts(int(l_orig) if l_orig is not None else None, _precision(reader, fields), single)
-
-
-def _precision(reader: gguf.GGUFReader, fields: dict) -> str:
-    file_type = fields.get(gguf.Keys.General.FILE_TYPE)
-    try:
-        if file_type is not None:
-            return FILE_TYPE_PRECISION.get(gguf.LlamaFileType(int(file_type)).name, "quantized")
-    except ValueError:
-        pass
-    types = collections.Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
-    common = types.most_common(1)[0][0] if types else "F32"
-    return TENSOR_TYPE_PRECISION.get(common, "quantized")

@@ -1,4 +1,4 @@
-"""HF config.json: model geometry, reading a LongRoPE spec, and writing one that loads alike in 4.x and 5.x.
+"""HF config.json: reading a LongRoPE spec, and writing one that loads alike in 4.x and 5.x.
 
 Layout rules (FACTS.md, checked on transformers 4.51/4.57/5.23):
 - LLaMA/Mistral/Qwen2: rope_scaling {rope_type, type, short_factor, long_factor, original_max_position_embeddings,
@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .architectures import Architecture, architecture_for
-from .errors import ConfigError, SpecError
-from .json_io import read_json
-from .spec import LongRopeSpec, default_attention_factor, rotary_dim_for
+from ..architectures import Architecture, architecture_for
+from ..errors import ConfigError, SpecError
+from ..json_io import read_json
+from ..spec import LongRopeSpec, default_attention_factor
+from .geometry import geometry
+from .rope_keys import LONGROPE_TYPES, original_max_positions, rope_dict, rope_theta, rope_type
 
 log = logging.getLogger(__name__)
 
-LONGROPE_TYPES = ("longrope", "su")  # "su" is the legacy name of the same scheme
-DEFAULT_ROPE_THETA = 10000.0
 
 
 def read_config(path: str | Path) -> dict:
@@ -38,90 +37,10 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
-def rope_dict(config: dict) -> dict | None:
-    """The rope scaling dict, whichever name it is stored under (5.x `rope_parameters` first)."""
-    for key in ("rope_parameters", "rope_scaling"):
-        value = config.get(key)
-        if isinstance(value, dict) and _rope_type(value) is not None:
-            return value
-    return None
-
-
-def _rope_type(d: dict) -> str | None:
-    return d.get("rope_type") or d.get("type")
-
-
-@dataclass(frozen=True)
-class ModelGeometry:
-    """The shapes a decoder needs, derived from config.json the way transformers derives them."""
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int
-    rms_norm_eps: float
-    partial_rotary_factor: float
-    tie_word_embeddings: bool
-
-    @property
-    def rotary_dim(self) -> int:
-        return rotary_dim_for(self.head_dim, self.partial_rotary_factor)
-
-    @property
-    def rotary_dim_derivation(self) -> str:
-        text = f"head_dim {self.head_dim}"
-        if self.partial_rotary_factor != 1.0:
-            text += f" x partial_rotary_factor {self.partial_rotary_factor}"
-        return f"rotary dim {self.rotary_dim} from {text}"
-
-
-def geometry(config: dict, source: str = "config.json") -> ModelGeometry:
-    """Read the model's shapes; missing or non-numeric keys give a ConfigError naming the key."""
-    hidden = _int(config, "hidden_size", source)
-    heads = _int(config, "num_attention_heads", source)
-    head_dim = config.get("head_dim") or (hidden // heads)
-    rope = rope_dict(config) or {}
-    partial = config.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))
-    return ModelGeometry(
-        hidden_size=hidden,
-        num_layers=_int(config, "num_hidden_layers", source),
-        num_heads=heads,
-        num_kv_heads=int(config.get("num_key_value_heads") or heads),
-        head_dim=int(head_dim),
-        intermediate_size=_int(config, "intermediate_size", source),
-        vocab_size=_int(config, "vocab_size", source),
-        rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        partial_rotary_factor=float(partial),
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-    )
-
-
-def _int(config: dict, key: str, source: str) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"'{key}' must be a positive integer, got {value!r}", source)
-    return value
-
-
-def rope_theta(config: dict) -> float:
-    rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
-    return float(config.get("rope_theta") or rope.get("rope_theta") or DEFAULT_ROPE_THETA)
-
-
-def original_max_positions(config: dict) -> int | None:
-    """L_orig: top level (Phi-3, LongRoPE2, our writer) or inside the rope dict."""
-    rope = rope_dict(config) or {}
-    value = config.get("original_max_position_embeddings") or rope.get("original_max_position_embeddings")
-    return int(value) if value else None
-
-
 def spec_from_config(config: dict, source: str = "config.json") -> LongRopeSpec | None:
     """The LongRoPE spec a config describes, or None when its rope is not longrope/su."""
     rope = rope_dict(config)
-    if rope is None or _rope_type(rope) not in LONGROPE_TYPES:
+    if rope is None or rope_type(rope) not in LONGROPE_TYPES:
         return None
     geo = geometry(config, source)
     l_orig = original_max_positions(config)

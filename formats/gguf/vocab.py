@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gguf
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 TT = gguf.TokenType

@@ -1,57 +1,33 @@
-"""The LongRoPE spec inside a GGUF: our `longrope_convert.*` keys, llama.cpp's rope keys, and reading them back.
-
-llama.cpp reads only its own keys and tensors; the `longrope_convert.*` keys keep the exact float64 factors,
-L_orig, max positions, theta, rotary dim and whether the attention factor was explicit, so `inspect` (and the
-verifier) can recover the very spec the file was made from.
-"""
+"""Reading a GGUF back: its LongRoPE spec (our exact keys, else llama.cpp's tensors and keys) and the facts a
+runner needs (L_orig, weight precision, whether it holds one factor set or none)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import collections
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gguf
 
-from .errors import CheckpointError
-from .spec import LongRopeSpec
+from ..errors import CheckpointError
+from ..factor_set import FactorSet
+from ..spec import LongRopeSpec
+from .spec_keys import (
+    KEY_ATTENTION,
+    KEY_EXPLICIT,
+    KEY_FACTOR_SETS,
+    KEY_L_ORIG,
+    KEY_LONG,
+    KEY_MAX,
+    KEY_ROTARY_DIM,
+    KEY_SHORT,
+    KEY_THETA,
+    V,
+)
 
-V = gguf.GGUFValueType
-PREFIX = "longrope_convert"
-KEY_LONG = f"{PREFIX}.long_factor"
-KEY_SHORT = f"{PREFIX}.short_factor"
-KEY_L_ORIG = f"{PREFIX}.original_max_position_embeddings"
-KEY_MAX = f"{PREFIX}.max_position_embeddings"
-KEY_THETA = f"{PREFIX}.rope_theta"
-KEY_ROTARY_DIM = f"{PREFIX}.rotary_dim"
-KEY_ATTENTION = f"{PREFIX}.attention_factor"
-KEY_EXPLICIT = f"{PREFIX}.attention_factor_explicit"
-KEY_FACTOR_SETS = f"{PREFIX}.factor_sets"
-KEY_VERSION = f"{PREFIX}.version"
-
-
-def add_spec_metadata(writer: gguf.GGUFWriter, spec: LongRopeSpec, factor_sets: str, version: str) -> None:
-    """Record the spec under `longrope_convert.*` (float64, exact)."""
-    writer.add_key_value(KEY_LONG, list(spec.long_factor), V.ARRAY, sub_type=V.FLOAT64)
-    writer.add_key_value(KEY_SHORT, list(spec.short_factor), V.ARRAY, sub_type=V.FLOAT64)
-    writer.add_uint32(KEY_L_ORIG, spec.original_max_position_embeddings)
-    writer.add_uint32(KEY_MAX, spec.max_position_embeddings)
-    writer.add_float64(KEY_THETA, spec.rope_theta)
-    writer.add_uint32(KEY_ROTARY_DIM, spec.rotary_dim)
-    writer.add_float64(KEY_ATTENTION, spec.attention_factor)
-    writer.add_bool(KEY_EXPLICIT, spec.explicit_attention_factor is not None)
-    writer.add_string(KEY_FACTOR_SETS, factor_sets)
-    writer.add_string(KEY_VERSION, version)
-
-
-def add_rope_keys(writer: gguf.GGUFWriter, spec: LongRopeSpec, mark_longrope: bool) -> None:
-    """llama.cpp's own keys. Never `rope.scaling.factor`: llama.cpp would compress positions a second time."""
-    writer.add_context_length(spec.max_position_embeddings)
-    writer.add_rope_dimension_count(spec.rotary_dim)
-    writer.add_rope_freq_base(spec.rope_theta)
-    writer.add_rope_scaling_orig_ctx_len(spec.original_max_position_embeddings)
-    writer.add_rope_scaling_attn_factors(spec.attention_factor)
-    if mark_longrope:
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+# gguf.LlamaFileType name -> precision name (verify's tolerance key); every other type is "quantized".
+FILE_TYPE_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16", "MOSTLY_Q8_0": "q8_0"}
+TENSOR_TYPE_PRECISION = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
 
 
 def read_gguf_spec(path: str | Path) -> LongRopeSpec | None:
@@ -128,3 +104,33 @@ def _spec_from_llama_cpp(reader: gguf.GGUFReader, fields: dict) -> LongRopeSpec 
     if attn is not None and abs(attn - spec.attention_factor_default) > 1e-6 * spec.attention_factor_default:
         spec = replace(spec, explicit_attention_factor=float(attn))
     return spec
+
+
+@dataclass(frozen=True)
+class GgufFacts:
+    l_orig: int | None  # <arch>.rope.scaling.original_context_length
+    precision: str  # tolerance key
+    single_set: FactorSet | None  # hf-to-gguf --factor-sets long|short: that set at every length
+
+
+def read_gguf_facts(path: Path) -> GgufFacts:
+    """What the GGUF header says about L_orig, weight precision and a single baked factor set."""
+    reader = open_gguf(path)
+    fields = gguf_fields(reader)
+    arch = fields.get(gguf.Keys.General.ARCHITECTURE)
+    l_orig = fields.get(gguf.Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) if arch else None
+    sets = fields.get(KEY_FACTOR_SETS)
+    single = FactorSet(sets) if sets in (FactorSet.LONG.value, FactorSet.SHORT.value) else None
+    return GgufFacts(int(l_orig) if l_orig is not None else None, _precision(reader, fields), single)
+
+
+def _precision(reader: gguf.GGUFReader, fields: dict) -> str:
+    file_type = fields.get(gguf.Keys.General.FILE_TYPE)
+    try:
+        if file_type is not None:
+            return FILE_TYPE_PRECISION.get(gguf.LlamaFileType(int(file_type)).name, "quantized")
+    except ValueError:
+        pass
+    types = collections.Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
+    common = types.most_common(1)[0][0] if types else "F32"
+    return TENSOR_TYPE_PRECISION.get(common, "quantized")

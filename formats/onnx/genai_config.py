@@ -6,12 +6,13 @@ buffers are not shared because the graph concatenates past and current keys.
 
 from __future__ import annotations
 
-from . import onnx_names as N
-from .onnx_decoder import DecoderGraphOptions, DecoderSource
+from ..hf.checkpoint import Checkpoint
+from . import names as N
+from .decoder import DecoderGraphOptions
 
 
-def genai_config(source: DecoderSource, options: DecoderGraphOptions) -> dict:
-    geo, config = source.geo, source.config
+def genai_config(source: Checkpoint, options: DecoderGraphOptions) -> dict:
+    geo, config, spec = source.geometry, source.config, source.require_spec()
     inputs = {"input_ids": N.INPUT_IDS, "attention_mask": N.ATTENTION_MASK, "position_ids": N.POSITION_IDS}
     outputs = {"logits": N.LOGITS}
     if options.with_past:
@@ -26,7 +27,7 @@ def genai_config(source: DecoderSource, options: DecoderGraphOptions) -> dict:
             "eos_token_id": config.get("eos_token_id"),
             "pad_token_id": config.get("pad_token_id") if config.get("pad_token_id") is not None else 0,
             "vocab_size": geo.vocab_size,
-            "context_length": source.spec.max_position_embeddings,
+            "context_length": spec.max_position_embeddings,
             "decoder": {
                 "filename": N.MODEL_FILE,
                 "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
@@ -40,7 +41,7 @@ def genai_config(source: DecoderSource, options: DecoderGraphOptions) -> dict:
             },
         },
         "search": {
-            "max_length": source.spec.max_position_embeddings,
+            "max_length": spec.max_position_embeddings,
             "past_present_share_buffer": False,
             "do_sample": False,
             "num_beams": 1,

@@ -12,17 +12,16 @@ from typing import Iterator
 import gguf
 import numpy as np
 
-from .checkpoint import TensorInfo
-from .errors import CheckpointError
-from .gguf_arch import GgufLayout
-from .gguf_dtypes import SOURCE_VIEW, OutType, check_source_dtype, convert_chunk, gguf_nbytes, tensor_type
-from .hf_config import ModelGeometry
+from ..architectures import ROTATED, Role
+from ..errors import CheckpointError
+from ..hf.checkpoint import Checkpoint
+from ..hf.tensor_index import TensorInfo
+from .dtypes import SOURCE_VIEW, OutType, check_source_dtype, convert_chunk, gguf_nbytes, tensor_type
+from .layouts import GgufLayout
 
 # source bytes per mapped chunk (whole rows; whole heads when permuting). Measured on 2.2 GB bf16 -> f16: 1 MB
 # chunks stay in cache from lookup to write() and give 45 MB peak RSS and the best time; 32 MB gave 160 MB.
 CHUNK_BYTES = 1 << 20
-QK_PERMUTED = ("self_attn.q_proj", "self_attn.k_proj")
-IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved; recomputed by runtimes
 
 
 @dataclass(frozen=True)
@@ -87,32 +86,26 @@ def _map_rows(info: TensorInfo, view, r0: int, r1: int, row_shape: tuple[int, ..
         raise CheckpointError(f"cannot read tensor {info.name!r} ({exc})", info.file) from None
 
 
-def plan_weight_tensors(
-    tensors: dict[str, TensorInfo], layout: GgufLayout, geo: ModelGeometry, outtype: OutType
-) -> list[TensorPlan]:
-    """Map every HF tensor to its GGUF name and type; unknown tensors are an error, not silently dropped."""
+def plan_weight_tensors(checkpoint: Checkpoint, layout: GgufLayout, outtype: OutType) -> list[TensorPlan]:
+    """Map every HF tensor to its GGUF name and type; the architecture description says which rows are Q/K
+    (permuted for llama.cpp's pair rotation) and which head a tied checkpoint drops. Unknown tensors are an error."""
+    geo = checkpoint.geometry
     name_map = gguf.get_tensor_name_map(layout.arch, geo.num_layers)
+    slots = checkpoint.slots()
     plans = []
-    for hf_name, info in tensors.items():
-        if hf_name.endswith(IGNORED_SUFFIXES):
-            continue
-        if hf_name == "lm_head.weight" and geo.tie_word_embeddings:
+    for hf_name, info in checkpoint.tensors.items():
+        slot = slots.get(hf_name)
+        if slot is None:
+            continue  # a buffer no runtime reads (checked when the checkpoint was opened)
+        if slot.role is Role.LM_HEAD and geo.tie_word_embeddings:
             continue  # tied: llama.cpp reuses token_embd
         new_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if new_name is None:
             raise CheckpointError(f"tensor {hf_name!r} has no {layout.name} GGUF name", info.file)
         check_source_dtype(info.dtype, hf_name)
-        head_rows = geo.head_dim if layout.permute_qk and any(k in hf_name for k in QK_PERMUTED) else 0
+        head_rows = geo.head_dim if layout.permute_qk and slot.role in ROTATED else 0
         plans.append(TensorPlan(new_name, info.shape, tensor_type(outtype, info.shape), info, head_rows))
-    _check_complete(plans, layout)
     return plans
-
-
-def _check_complete(plans: list[TensorPlan], layout: GgufLayout) -> None:
-    names = {p.name for p in plans}
-    needed = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
-    if needed not in names:
-        raise CheckpointError(f"checkpoint has no token embedding (needed for {layout.name})")
 
 
 def factor_tensor_plans(layout: GgufLayout, factor_sets: str, long: tuple[float, ...],

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .architectures import ARCHITECTURES, Architecture
+from ...formats.architectures import ARCHITECTURES, NORMS, Architecture, Role, TensorSlot
+from ...formats.hf.geometry import geometry
 
 
 @dataclass(frozen=True)
@@ -51,58 +52,37 @@ def tiny_config(arch: Architecture, shape: TinyShape) -> dict:
         "initializer_range": 0.02,
         "use_cache": True,
     }
+    config.update(arch.plain_config_keys)
     if arch.config_style == "llama":
         config["head_dim"] = shape.head_dim
-    if arch.model_type in ("mistral", "qwen2", "phi3"):
-        config["sliding_window"] = None
-    if arch.model_type == "qwen2":
-        config["use_sliding_window"] = False
-        config["max_window_layers"] = shape.num_layers
-    if arch.model_type == "phi3":
+    else:  # Phi-3 style keeps L_orig and partial rotary at top level
         config["original_max_position_embeddings"] = shape.original_max_position_embeddings
         config["partial_rotary_factor"] = shape.partial_rotary_factor
-        config["resid_pdrop"] = 0.0
-        config["embd_pdrop"] = 0.0
     return config
 
 
 def tiny_tensors(arch: Architecture, shape: TinyShape, seed: int, dtype=None) -> dict:
-    """Random weights named as HF names them for `arch` (torch tensors, contiguous)."""
+    """Random weights for every tensor the architecture description lists (required biases only), named as HF
+    names them (torch tensors, contiguous). Embedding first, then the layers, the final norm and the head."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    geo = geometry(tiny_config(arch, shape))
+
+    def random(slot: TensorSlot) -> "torch.Tensor":
+        if slot.is_bias:
+            return 0.1 * torch.randn(*slot.shape, generator=gen)
+        if slot.role in NORMS:
+            return 1.0 + 0.1 * torch.randn(*slot.shape, generator=gen)
+        if slot.role is Role.EMBED:
+            return torch.randn(*slot.shape, generator=gen)
+        scale = 4.0 if slot.role is Role.LM_HEAD else 1.0  # sharpen logits so top-1 is well defined
+        return torch.randn(*slot.shape, generator=gen) / math.sqrt(slot.shape[1]) * scale
+
+    first, *rest = arch.global_slots(geo)
+    slots = [first] + [s for i in range(geo.num_layers) for s in arch.layer_slots(i, geo)] + rest
     dtype = dtype or torch.float32
-    h, i, hd = shape.hidden_size, shape.intermediate_size, shape.head_dim
-    q_out, kv_out = shape.num_heads * hd, shape.num_kv_heads * hd
-
-    def linear(out_f: int, in_f: int) -> "torch.Tensor":
-        return torch.randn(out_f, in_f, generator=gen) / math.sqrt(in_f)
-
-    def norm() -> "torch.Tensor":
-        return 1.0 + 0.1 * torch.randn(h, generator=gen)
-
-    t = {"model.embed_tokens.weight": torch.randn(shape.vocab_size, h, generator=gen)}
-    for layer in range(shape.num_layers):
-        p = f"model.layers.{layer}"
-        t[f"{p}.input_layernorm.weight"] = norm()
-        t[f"{p}.post_attention_layernorm.weight"] = norm()
-        if arch.fused_qkv:
-            t[f"{p}.self_attn.qkv_proj.weight"] = linear(q_out + 2 * kv_out, h)
-        else:
-            for name, out_f in (("q_proj", q_out), ("k_proj", kv_out), ("v_proj", kv_out)):
-                t[f"{p}.self_attn.{name}.weight"] = linear(out_f, h)
-                if arch.qkv_bias:
-                    t[f"{p}.self_attn.{name}.bias"] = 0.1 * torch.randn(out_f, generator=gen)
-        t[f"{p}.self_attn.o_proj.weight"] = linear(h, q_out)
-        if arch.fused_gate_up:
-            t[f"{p}.mlp.gate_up_proj.weight"] = linear(2 * i, h)
-        else:
-            t[f"{p}.mlp.gate_proj.weight"] = linear(i, h)
-            t[f"{p}.mlp.up_proj.weight"] = linear(i, h)
-        t[f"{p}.mlp.down_proj.weight"] = linear(h, i)
-    t["model.norm.weight"] = norm()
-    t["lm_head.weight"] = linear(shape.vocab_size, h) * 4.0  # sharpen logits so top-1 is well defined
-    return {k: v.to(dtype).contiguous() for k, v in t.items()}
+    return {s.name: random(s).to(dtype).contiguous() for s in slots if s.required}
 
 
 def write_tiny_checkpoint(

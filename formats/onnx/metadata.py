@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .factor_set import FactorSet
-from .spec import LongRopeSpec
+from ..errors import ConfigError
+from ..factor_set import FactorSet
+from ..spec import LongRopeSpec
 
 PREFIX = "longrope."
 LONG_FACTOR = PREFIX + "long_factor"

@@ -7,7 +7,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-from .demo import DEMO_L_ORIG
+from .models import DEMO_L_ORIG
 
 # A GGUF with one factor set applies it at every length: verify it only where that set is the right one.
 SINGLE_SET_LENGTHS = {"long": f"{DEMO_L_ORIG + 1},{2 * DEMO_L_ORIG}", "short": f"{DEMO_L_ORIG // 2},{DEMO_L_ORIG}"}
@@ -15,7 +15,7 @@ SINGLE_SET_LENGTHS = {"long": f"{DEMO_L_ORIG + 1},{2 * DEMO_L_ORIG}", "short": f
 
 def _runs(artifact, has_llama_cpp: bool):
     """(title, targets, lengths) for each verification of one demo model."""
-    from longrope_convert.verify.targets import TargetRequest
+    from ...verify.targets import TargetRequest
 
     main = [TargetRequest("transformers"), TargetRequest("onnx", artifact.onnx)]
     sets = artifact.model.gguf_factor_sets
@@ -31,8 +31,8 @@ def _runs(artifact, has_llama_cpp: bool):
 
 def demo_parity_tables(artifacts) -> tuple[str, bool]:
     """Run the verifier's default cases on every model; returns the printed tables and whether all passed."""
-    from longrope_convert.verify.report_table import format_table
-    from longrope_convert.verify.runner import VerifyOptions, run_verification
+    from ...verify.report_table import format_table
+    from ...verify.runner import VerifyOptions, run_verification
 
     has_llama_cpp = importlib.util.find_spec("llama_cpp") is not None
     if not has_llama_cpp:

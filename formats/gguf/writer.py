@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
-from .gguf_tensors import TensorPlan
+from .tensors import TensorPlan
 
 # write() calls of at most 1 MB: measured here, 2.2 GB written in 32 MB calls cost 3-5 s of kernel time, in 1 MB
 # calls 0.5 s (a chunk can exceed CHUNK_BYTES when one head or row is larger)
