@@ -31,19 +31,14 @@ POOL_VALUES = 64 << 20  # random bf16 values sliced into every tensor (fast to b
 
 
 def tensor_shapes(s: dict) -> dict[str, tuple[int, ...]]:
-    """HF LLaMA tensor names and shapes (the same naming as formats.tiny_checkpoint)."""
-    h, i, hd = s["hidden_size"], s["intermediate_size"], s["head_dim"]
-    q, kv = s["num_heads"] * hd, s["num_kv_heads"] * hd
-    shapes = {"model.embed_tokens.weight": (s["vocab_size"], h)}
-    for layer in range(s["num_layers"]):
-        p = f"model.layers.{layer}"
-        shapes |= {f"{p}.input_layernorm.weight": (h,), f"{p}.post_attention_layernorm.weight": (h,),
-                   f"{p}.self_attn.q_proj.weight": (q, h), f"{p}.self_attn.k_proj.weight": (kv, h),
-                   f"{p}.self_attn.v_proj.weight": (kv, h), f"{p}.self_attn.o_proj.weight": (h, q),
-                   f"{p}.mlp.gate_proj.weight": (i, h), f"{p}.mlp.up_proj.weight": (i, h),
-                   f"{p}.mlp.down_proj.weight": (h, i)}
-    shapes |= {"model.norm.weight": (h,), "lm_head.weight": (s["vocab_size"], h)}
-    return shapes
+    """HF LLaMA tensor names and shapes, from the architecture description (required tensors only)."""
+    from longrope_convert.convert.demo.tiny_checkpoint import TinyShape, tiny_config
+    from longrope_convert.formats.architectures import ARCHITECTURES
+    from longrope_convert.formats.hf.geometry import geometry
+
+    arch = ARCHITECTURES["LlamaForCausalLM"]
+    geo = geometry(tiny_config(arch, TinyShape(**s)))
+    return {slot.name: slot.shape for slot in arch.tensor_slots(geo) if slot.required}
 
 
 def build_checkpoint(folder: Path) -> Path:

@@ -1,13 +1,17 @@
 """The `longrope-convert` command: a lazy click group (no torch import at start-up) with one-line errors.
 
-Exit codes: 0 success, 1 verification mismatch, 2 bad usage or input, 3 internal error, 130 interrupted.
+Exit codes: 0 success, 1 verification mismatch, 2 bad usage or input, 3 internal error, 130 interrupted (SIGINT),
+128 + signum for SIGTERM / SIGHUP (143 / 129).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -24,7 +28,44 @@ COMMANDS = {
 }
 
 EXIT_INTERNAL = 3
+# CI runners and service managers cancel with SIGTERM, closed terminals send SIGHUP: both must clean up like Ctrl-C.
+CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 log = logging.getLogger("longrope_convert")
+
+
+class Terminated(BaseException):
+    """Raised from a SIGTERM/SIGHUP handler so every `atomic_output_*` cleanup (except BaseException) runs.
+
+    A BaseException, not a KeyboardInterrupt: click turns KeyboardInterrupt into Abort and loses the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    # Later signals are ignored so that they cannot cut the cleanup this first one starts.
+    for sig in CLEANUP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _cleanup_on_termination() -> Iterator[None]:
+    """Install the SIGTERM/SIGHUP handlers for the run, restoring the old ones after (main() may run in-process)."""
+    try:
+        previous = {sig: signal.signal(sig, _raise_terminated) for sig in CLEANUP_SIGNALS}
+    except ValueError:  # not the main thread: signals cannot be handled here, leave them be
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class LazyGroup(click.Group):
@@ -70,7 +111,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        code = cli.main(args=argv, prog_name="longrope-convert", standalone_mode=False)
+        with _cleanup_on_termination():
+            code = cli.main(args=argv, prog_name="longrope-convert", standalone_mode=False)
+    except Terminated as exc:
+        click.echo(f"error: interrupted by {exc.name}; nothing was written at the output path", err=True)
+        sys.exit(128 + exc.signum)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

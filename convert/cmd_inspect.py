@@ -11,12 +11,16 @@ import click
 @click.argument("target", type=click.Path(path_type=Path, exists=True))
 @click.option("--plot", "png", type=click.Path(path_type=Path, dir_okay=False),
               help="Write a PNG of long/short factors vs linear interpolation and NTK.")
-def inspect_cmd(target: Path, png: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing --plot file.")
+def inspect_cmd(target: Path, png: Path | None, force: bool) -> None:
     """Show the spec as a table: factors, attention factor, switch point, effective wavelengths."""
     from ..formats.artifact_spec import read_any_spec
-    from ..formats.errors import LongRopeError
+    from ..formats.atomic_output import check_output_path
+    from ..formats.errors import LongRopeError, display_path
     from .inspect_report import factor_file_report, plot_spec, spec_report
 
+    if png:
+        check_output_path(png, [target], force, kind="file")  # before any output: never into TARGET, no clobbering
     spec = read_any_spec(target)
     if spec is None:
         click.echo(factor_file_report(target))
@@ -25,5 +29,5 @@ def inspect_cmd(target: Path, png: Path | None) -> None:
         return
     click.echo(spec_report(spec, str(target)))
     if png:
-        plot_spec(spec, png)
-        click.echo(f"plot written to {png}")
+        plot_spec(spec, png, force)
+        click.echo(f"plot written to {display_path(png)}")

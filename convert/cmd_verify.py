@@ -24,6 +24,8 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--lengths", metavar="LIST",
               help="Comma-separated cases: N = N-token prefill, P+S = P-token prefill then S cached decode steps "
                    "(default: L_orig/2, L_orig, L_orig+1, a long length, (L_orig-1)+2).")
+@click.option("--allow-beyond-max", is_flag=True,
+              help="Accept --lengths past the model's max_position_embeddings (refused by default).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto: CUDA when available (reference, transformers and onnxruntime there), else CPU.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
@@ -38,7 +40,7 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random token ids.")
 @click.option("--json", "json_out", type=_FILE, help="Write the report as JSON (verify/report_schema.json).")
 @click.option("--junit", "junit_out", type=_FILE, help="Write JUnit XML, one testcase per target x case.")
-def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, lengths,
+def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, lengths, allow_beyond_max: bool,
            device: str, dtype: str, tolerances, reference_spec, reference_dtype, seed: int, json_out,
            junit_out) -> None:
     """Check transformers, GGUF files and ONNX folders against an independent float64 reference on SRC.
@@ -63,7 +65,7 @@ def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, le
             check_report_path(out, inputs)
     options = VerifyOptions(src=src, targets=tuple(requests), lengths=lengths, device=device, dtype=dtype,
                             tolerances=overrides, reference_spec=reference_spec, reference_dtype=reference_dtype,
-                            seed=seed)
+                            seed=seed, allow_beyond_max=allow_beyond_max)
     report = run_verification(options)
     click.echo(format_table(report))
     if json_out:

@@ -12,7 +12,7 @@ from ..formats.atomic_output import atomic_output_file, check_output_path
 from ..formats.errors import LongRopeError
 from ..formats.gguf.dtypes import OUTTYPES
 from ..formats.gguf.hparams import add_model_hparams
-from ..formats.gguf.layouts import GgufLayout, gguf_layout
+from ..formats.gguf.layouts import GgufLayout, check_windows, gguf_layout
 from ..formats.gguf.spec_keys import add_rope_keys, add_spec_metadata
 from ..formats.gguf.tensors import TensorPlan, factor_tensor_plans, plan_weight_tensors
 from ..formats.gguf.vocab import GgufVocab, has_tokenizer, read_vocab
@@ -84,6 +84,7 @@ def plan_conversion(src: Path, request: SpecRequest, outtype: str, factor_sets: 
     spec, warnings = spec_for_checkpoint(checkpoint.config, request, checkpoint.source)
     spec = without_start_tokens(spec)
     layout = gguf_layout(checkpoint.arch, factor_sets, spec.rotary_dim, geo.head_dim)
+    check_windows(checkpoint.arch, layout, checkpoint.windows, spec.max_position_embeddings)
     plans = plan_weight_tensors(checkpoint, layout, OUTTYPES[outtype])
     plans += factor_tensor_plans(layout, factor_sets, spec.long_factor, spec.short_factor)
     vocab = _vocab(src, geo.vocab_size, checkpoint.arch.gguf_requires_endoftext, no_vocab)

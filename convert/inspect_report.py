@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..formats.atomic_output import atomic_output_file
 from ..formats.errors import LongRopeError
 from ..formats.factor_files import read_factor_file
 from ..formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
@@ -51,8 +52,10 @@ def ntk_factors(spec: LongRopeSpec) -> list[float]:
     return [spec.scale ** (2 * i / max(d - 2, 1)) for i in range(d // 2)]
 
 
-def plot_spec(spec: LongRopeSpec, png: Path) -> None:
-    """Long and short factors against linear interpolation (s everywhere) and NTK, log scale."""
+def plot_spec(spec: LongRopeSpec, png: Path, force: bool = False) -> None:
+    """Long and short factors against linear interpolation (s everywhere) and NTK, log scale.
+
+    The caller checks `png` first (check_output_path); the PNG appears whole or not at all."""
     try:
         import matplotlib
 
@@ -73,5 +76,8 @@ def plot_spec(spec: LongRopeSpec, png: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_output_file(png, force) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")  # the temp name has no .png suffix to infer it from
+    finally:
+        plt.close(fig)

@@ -102,6 +102,7 @@ class Architecture:
     gguf_requires_endoftext: ClassVar[bool] = False  # llama.cpp's phi3 vocab check wants <|endoftext|>
     # keys a plain (pre-LongRoPE) config of this architecture carries beyond the common ones
     plain_config_keys: ClassVar[dict] = {}
+    default_window: ClassVar[int | None] = None  # transformers' sliding_window when config.json has no such key
 
     # ----- tensors --------------------------------------------------------------------------------------
     def global_slots(self, geo: "ModelGeometry") -> list[TensorSlot]:
@@ -135,7 +136,7 @@ class Architecture:
     # ----- attention ------------------------------------------------------------------------------------
     def layer_windows(self, config: dict, num_layers: int) -> tuple[int | None, ...]:
         """The sliding window of each layer (None: full attention): `sliding_window`, when set, on every layer."""
-        window = _window(config)
+        window = _window({"sliding_window": self.default_window} | config)
         return (window,) * num_layers
 
 
@@ -159,11 +160,13 @@ class Llama(Architecture):
 class Mistral(Architecture):
     hf_class, model_type = "MistralForCausalLM", "mistral"
     plain_config_keys = {"sliding_window": None}
+    default_window = 4096
 
 
 @register
 class Qwen2(Architecture):
     hf_class, model_type = "Qwen2ForCausalLM", "qwen2"
+    default_window = 4096
     required_biases = frozenset({Role.Q, Role.K, Role.V})
     gguf_pair_arch = None  # llama.cpp's qwen2 graph loads no rope factors
     gguf_pair_refusal = ("llama.cpp's qwen2 architecture cannot switch LongRoPE factor sets; pass "
@@ -171,14 +174,17 @@ class Qwen2(Architecture):
     plain_config_keys = {"sliding_window": None, "use_sliding_window": False}
 
     def layer_windows(self, config: dict, num_layers: int) -> tuple[int | None, ...]:
-        """transformers' rule: no window unless use_sliding_window; then the saved `layer_types` say which layers
-        slide, or else the layers from max_window_layers on do."""
-        window = _window(config) if config.get("use_sliding_window", False) else None
+        """transformers' rule (4.5x and 5.x alike): no window unless use_sliding_window; then the saved
+        `layer_types` say which layers slide, or else the layers from max_window_layers on do. transformers'
+        defaults apply to absent keys (sliding_window 4096, max_window_layers 28)."""
+        if not config.get("use_sliding_window", False):
+            return (None,) * num_layers
+        window = _window({"sliding_window": self.default_window} | config)
         types = config.get("layer_types")
         if types is not None:
             return _windows_from_layer_types(types, window, num_layers)
-        first = config.get("max_window_layers", num_layers)
-        if window is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 0):
+        first = config.get("max_window_layers", 28)
+        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
             raise ConfigError(f"'max_window_layers' must be an integer >= 0, got {first!r}")
         return tuple(window if window is not None and i >= first else None for i in range(num_layers))
 

@@ -12,8 +12,22 @@ class LongRopeError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None):
         self.path = str(path) if path is not None else None
-        text = " ".join(str(message).split())  # one line, whatever the caller passed
-        super().__init__(f"{self.path}: {text}" if self.path else text)
+        text = _escape_controls(" ".join(str(message).split()))  # one line, whatever the caller passed
+        super().__init__(f"{display_path(self.path)}: {text}" if self.path else text)
+
+
+def display_path(path: str | Path) -> str:
+    """A path as written in a one-line message: as is, or quoted with escapes (repr) when it holds a newline or
+    another control character, so a hostile file name can neither split the line nor hide in it."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _escape_controls(text: str) -> str:
+    """Escape what whitespace-joining left: control and other unprintable characters (ESC, NUL, surrogates)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class FactorFileError(LongRopeError):

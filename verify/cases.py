@@ -7,15 +7,21 @@ with (transformers' and our ONNX graphs' semantics), so a decode case across L_o
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 from ..formats.errors import LongRopeError
 
+log = logging.getLogger(__name__)
+
 CPU_LONG_MULTIPLE = 2  # CPU long case: 2 x L_orig (capped by max positions), seconds on a tiny model
 GPU_LONG_LENGTHS = (32768, 131072)  # GPU long cases, capped by max_position_embeddings
 DECODE_STEPS = 2  # decode from L_orig-1: the first step is short (L_orig tokens), the second long
 LOGIT_ELEMENT_BUDGET = 1 << 24  # compared positions x vocab per case (64 MiB in float32)
+# No case may cover more tokens than this, --allow-beyond-max or not: 16M tokens is past every LongRoPE model's
+# context, and a typo (an extra digit or two) would otherwise surface as an allocation failure minutes later.
+MAX_CASE_TOKENS = 1 << 24
 
 
 class CaseSpecError(LongRopeError):
@@ -72,19 +78,55 @@ def default_cases(l_orig: int, max_positions: int, on_gpu: bool, max_tokens: int
 _ITEM = re.compile(r"^\s*(\d+)\s*(?:\+\s*(\d+))?\s*$")
 
 
-def parse_lengths(text: str, l_orig: int) -> list[Case]:
-    """`200,256,257,600,255+2`: N is an N-token prefill, P+S a P-token prefill then S cached decode steps."""
+def parse_lengths(text: str, l_orig: int, max_positions: int | None = None,
+                  allow_beyond_max: bool = False) -> list[Case]:
+    """`200,256,257,600,255+2`: N is an N-token prefill, P+S a P-token prefill then S cached decode steps.
+
+    A case covering more than `max_positions` tokens (the spec's max_position_embeddings) is refused unless
+    `allow_beyond_max`; one over MAX_CASE_TOKENS always is. Both are checked here, before anything is loaded.
+    """
     cases = []
     for item in text.split(","):
         match = _ITEM.match(item)
         if not match:
-            raise CaseSpecError(f"--lengths: cannot read {item.strip()!r}; expected N or PREFILL+STEPS, "
+            raise CaseSpecError(f"--lengths: cannot read {_shown(item)}; expected N or PREFILL+STEPS, "
                                 "comma-separated")
-        prefill, steps = int(match[1]), int(match[2] or 0)
+        prefill, steps = _count(match[1], item), _count(match[2] or "0", item)
         if prefill < 1 or (match[2] is not None and steps < 1):
-            raise CaseSpecError(f"--lengths: {item.strip()!r} must use positive numbers")
-        cases.append(Case(_name_for(prefill, steps, l_orig), prefill, steps))
+            raise CaseSpecError(f"--lengths: {_shown(item)} must use positive numbers")
+        case = Case(_name_for(prefill, steps, l_orig), prefill, steps)
+        _check_case_length(case, item, max_positions, allow_beyond_max)
+        cases.append(case)
     return cases
+
+
+def _shown(item: str) -> str:
+    """An item as quoted in an error: shortened, so a pasted run of digits cannot flood the one-line message."""
+    text = item.strip()
+    return repr(text if len(text) <= 40 else f"{text[:24]}...({len(text)} characters)")
+
+
+def _count(digits: str, item: str) -> int:
+    """A token count from its digits; refused before int() when it is obviously absurd (Python refuses to parse
+    over 4300 digits, with an error that is not ours)."""
+    if len(digits.lstrip("0")) > len(str(MAX_CASE_TOKENS)):
+        raise CaseSpecError(f"--lengths: {_shown(item)} exceeds the {MAX_CASE_TOKENS}-token limit of a case")
+    return int(digits)
+
+
+def _check_case_length(case: Case, item: str, max_positions: int | None, allow_beyond_max: bool) -> None:
+    """Refuse a case past MAX_CASE_TOKENS, or past max_position_embeddings without --allow-beyond-max."""
+    if case.length > MAX_CASE_TOKENS:
+        raise CaseSpecError(f"--lengths: {_shown(item)} covers {case.length} tokens, over the "
+                            f"{MAX_CASE_TOKENS}-token limit of a case")
+    if max_positions is None or case.length <= max_positions:
+        return
+    if not allow_beyond_max:
+        raise CaseSpecError(f"--lengths: {_shown(item)} covers {case.length} tokens, beyond the model's "
+                            f"max_position_embeddings {max_positions}; pass --allow-beyond-max to verify there")
+    # Allowed, but the row then checks runtimes past the context the factors were searched for: say so.
+    log.warning("--lengths %s goes beyond max_position_embeddings %d (--allow-beyond-max)", case.label,
+                max_positions)
 
 
 def _name_for(prefill: int, steps: int, l_orig: int) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..formats.atomic_output import atomic_output_file, check_output_path
 from ..formats.errors import OutputPathError
@@ -17,10 +17,11 @@ JUNIT_SUITE = "longrope-convert verify"
 
 
 def check_report_path(out: Path, inputs: Sequence[Path]) -> None:
-    """Before any work: a report may replace an older file, never a folder or anything inside an input."""
-    if out.is_dir():
+    """Before any work: a report may replace an older regular file (a rerun rewrites its report), never a folder,
+    a device, FIFO or socket, a link into an input, or anything inside an input."""
+    if out.is_dir() and not out.is_symlink():
         raise OutputPathError("is a folder; give a file name for the report", out)
-    check_output_path(out, inputs, force=True)
+    check_output_path(out, inputs, force=True, kind="file")
 
 
 def report_json(report: VerifyReport) -> str:
@@ -63,6 +64,7 @@ def report_junit(report: VerifyReport) -> str:
 
 
 def write_text(out: Path, text: str) -> None:
+    """Whole report or nothing, through the shared output policy (temp file beside OUT, then rename)."""
     with atomic_output_file(out, force=True) as tmp:
         tmp.write_text(text)
 

@@ -55,6 +55,7 @@ class VerifyOptions:
     reference_dtype: str | None = None  # None: float64, or float32 on CUDA when float64 does not fit
     seed: int = 0
     progress: bool = True
+    allow_beyond_max: bool = False  # let --lengths go past the spec's max_position_embeddings
 
 
 def resolve_device(requested: str) -> str:
@@ -105,7 +106,8 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
     geo = checkpoint.geometry
     vocab = geo.vocab_size
     l_orig, max_pos = spec.original_max_position_embeddings, spec.max_position_embeddings
-    explicit_cases = parse_lengths(opts.lengths, l_orig) if opts.lengths else None  # checked before loading
+    explicit_cases = (parse_lengths(opts.lengths, l_orig, max_pos, opts.allow_beyond_max)  # checked before loading
+                      if opts.lengths else None)
     context = TargetContext(checkpoint=checkpoint, spec=spec, device=device, dtype=opts.dtype)
     targets = [open_target(request, context) for request in opts.targets]
     ref_dtype = REFERENCE_DTYPES[opts.reference_dtype] if opts.reference_dtype else None

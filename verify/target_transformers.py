@@ -2,8 +2,9 @@
 
 Prefill cases keep only the compared tail's logits (`logits_to_keep`); decode cases prefill with the cache,
 then feed single tokens through it (transformers' own incremental decoding). Attention is SDPA on both
-devices: memory-efficient at long lengths, and as close to the float64 reference as eager (~1.5e-6 relative
-in float32 on the tiny models).
+devices ("longrope_sdpa": transformers' own, with KV heads expanded on CUDA so float32 GQA never falls back to
+the math kernel's [heads, T, T] scores): memory-efficient at long lengths, and as close to the float64
+reference as eager (~1.5e-6 relative in float32 on the tiny models).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from .cases import Case
 from .target_base import SequenceRuleTarget
 from .targets import TargetContext, TargetOutput
+from .transformers_attention import ATTENTION_NAME
 from .transformers_runner import load_transformers_model
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -28,7 +30,8 @@ class TransformersTarget(SequenceRuleTarget):
         self.precision = context.dtype
         self.name = f"transformers ({context.dtype})"
         self.path = str(context.src)
-        self.model = load_transformers_model(context.src, TORCH_DTYPES[context.dtype], context.device, "sdpa")
+        self.model = load_transformers_model(context.src, TORCH_DTYPES[context.dtype], context.device,
+                                            ATTENTION_NAME)
         self.device = context.device
 
     @classmethod

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import torch
 
+from .transformers_attention import ATTENTION_NAME, register_longrope_attention
+
 
 def load_transformers_model(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
                             attn_implementation: str = "eager"):
     """A fresh AutoModelForCausalLM in eval mode; never trust_remote_code; eager attention unless told
-    otherwise (SDPA for long GPU cases)."""
+    otherwise ("longrope_sdpa", transformers' SDPA with KV heads expanded on CUDA, for long GPU cases)."""
     import transformers
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers(transformers)
+    if attn_implementation == ATTENTION_NAME:
+        register_longrope_attention()
     kwargs = {"attn_implementation": attn_implementation, "trust_remote_code": False}
     major = int(transformers.__version__.split(".")[0])
     kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype

@@ -23,14 +23,14 @@ log = logging.getLogger(__name__)
 SENTINEL = ".longrope-demo"
 DEMO_L_ORIG = 256
 DEMO_MAX = 1024
-# (HF class, partial rotary factor, tokenizer kind, GGUF factor sets): Phi-3 runs with partial rotary to cover the
-# Phi-4-mini layout too; llama.cpp's qwen2 arch cannot switch sets, so its GGUF carries the long set only.
-DEMO_MODELS = (
-    ("LlamaForCausalLM", 1.0, "sentencepiece", "pair"),
-    ("MistralForCausalLM", 1.0, "sentencepiece", "pair"),
-    ("Qwen2ForCausalLM", 1.0, "bpe", "long"),
-    ("Phi3ForCausalLM", 0.75, "sentencepiece", "pair"),
-)
+# HF class -> (partial rotary factor, tokenizer kind): one tiny model per registered architecture (a test fails when
+# one is missing). Phi-3 runs with partial rotary to cover the Phi-4-mini layout too.
+DEMO_MODELS = {
+    "LlamaForCausalLM": (1.0, "sentencepiece"),
+    "MistralForCausalLM": (1.0, "sentencepiece"),
+    "Qwen2ForCausalLM": (1.0, "bpe"),
+    "Phi3ForCausalLM": (0.75, "sentencepiece"),
+}
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,12 @@ def write_example_factor_files(folder: Path, rotary_dim: int) -> tuple[Path, Pat
 def build_demo_models(workdir: Path, hf_classes: tuple[str, ...] | None = None) -> list[DemoModel]:
     """Plain tiny checkpoint + example factors + bake, for each demo architecture."""
     models = []
-    for hf_class, partial, tokenizer, gguf_sets in DEMO_MODELS:
+    for hf_class, (partial, tokenizer) in DEMO_MODELS.items():
         if hf_classes and hf_class not in hf_classes:
             continue
         arch = ARCHITECTURES[hf_class]
+        # where llama.cpp cannot switch sets (qwen2), the GGUF carries the long set only
+        gguf_sets = "pair" if arch.gguf_pair_arch else "long"
         shape = TinyShape(original_max_position_embeddings=DEMO_L_ORIG, partial_rotary_factor=partial)
         base = workdir / arch.model_type
         plain = write_tiny_checkpoint(base / "plain", hf_class, shape, seed=1234)
@@ -84,7 +86,7 @@ def build_demo_models(workdir: Path, hf_classes: tuple[str, ...] | None = None) 
         baked = bake_checkpoint(plain, base / "longrope", request).output
         models.append(DemoModel(hf_class, plain, baked, gguf_sets))
     if hf_classes and not models:
-        known = ", ".join(m[0] for m in DEMO_MODELS)
+        known = ", ".join(DEMO_MODELS)
         raise UnsupportedArchitectureError(f"--arch {', '.join(hf_classes)} matches no demo model ({known})")
     return models
 

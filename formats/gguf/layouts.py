@@ -62,3 +62,15 @@ def gguf_layout(arch: Architecture, factor_sets: str, rotary_dim: int, head_dim:
             f"({rotary_dim} != {head_dim})"
         )
     return layout
+
+
+def check_windows(arch: Architecture, layout: GgufLayout, windows: tuple[int | None, ...], max_positions: int) -> None:
+    """Refuse a checkpoint whose sliding window takes effect within its context: llama.cpp's llama graph has no
+    sliding window and its phi3 graph disables it, so the GGUF would attend to tokens transformers masks out."""
+    active = sorted({w for w in windows if w is not None and w < max_positions})
+    if active:
+        raise SpecError(
+            f"{arch.hf_class}: a sliding window of {active[0]} tokens applies within max_position_embeddings "
+            f"{max_positions}, and llama.cpp's {layout.name} graph applies none; the GGUF would differ beyond "
+            f"{active[0]} tokens"
+        )

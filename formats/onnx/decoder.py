@@ -55,14 +55,14 @@ def build_decoder_graph(checkpoint: Checkpoint, options: DecoderGraphOptions,
     shared = AttentionInputs(cos, sin, masks)
 
     reader = WeightReader(checkpoint)
-    x = b.op("Gather", _weight(b, "model.embed_tokens.weight", reader.embedding(), p.np_dtype), ids)
+    x = b.op("Gather", _weight(b, "embed.weight", reader.embedding(), p.np_dtype), ids)
     presents = []
     for i in tqdm(range(geo.num_layers), desc="layers", unit="layer", disable=None, leave=False):
         names = add_layer_weights(b, i, reader.layer(i), checkpoint.windows[i], p)
         x, k, v = decoder_layer(b, x, names, geo, shared, pasts[i], p)
         presents += [(k, N.present_key(i)), (v, N.present_value(i))]
-    x = rms_norm(b, x, _weight(b, "model.norm.weight", reader.final_norm(), np.float32), geo.rms_norm_eps, p)
-    logits = b.op("MatMul", x, _weight(b, "lm_head.MatMul.weight", reader.lm_head().T, p.np_dtype))
+    x = rms_norm(b, x, _weight(b, "final_norm.weight", reader.final_norm(), np.float32), geo.rms_norm_eps, p)
+    logits = b.op("MatMul", x, _weight(b, "output.MatMul.weight", reader.lm_head().T, p.np_dtype))
     _output(b, logits, N.LOGITS, p.elem_type, [N.BATCH, N.SEQUENCE, geo.vocab_size])
     if options.with_past:  # Optimum order: logits, then present.{i}.key/value
         for value, name in presents:

@@ -56,22 +56,22 @@ class LayerNames:
 
 def add_layer_weights(b: GraphBuilder, i: int, w: LayerWeights, window: int | None, p: Precision) -> LayerNames:
     """Store one layer's weights as [in, out] MatMul operands (norm weights stay float32); return their names."""
-    prefix = f"model.layers.{i}"
+    prefix = f"layers.{i}"
 
     def put(name: str, array, dtype=p.np_dtype):
         return None if array is None else b.initializer(f"{prefix}.{name}", np.ascontiguousarray(array, dtype=dtype))
 
     return LayerNames(
-        input_norm=put("input_layernorm.weight", w.input_norm, np.float32),
-        qkv=put("self_attn.qkv_proj.MatMul.weight", np.concatenate([w.q, w.k, w.v]).T),
-        qkv_bias=put("self_attn.qkv_proj.bias", _fused_bias(w, (Role.Q, Role.K, Role.V), (w.q, w.k, w.v))),
-        o=put("self_attn.o_proj.MatMul.weight", w.o.T),
-        o_bias=put("self_attn.o_proj.bias", w.bias(Role.O)),
-        post_norm=put("post_attention_layernorm.weight", w.post_norm, np.float32),
-        gate_up=put("mlp.gate_up_proj.MatMul.weight", np.concatenate([w.gate, w.up]).T),
-        gate_up_bias=put("mlp.gate_up_proj.bias", _fused_bias(w, (Role.GATE, Role.UP), (w.gate, w.up))),
-        down=put("mlp.down_proj.MatMul.weight", w.down.T),
-        down_bias=put("mlp.down_proj.bias", w.bias(Role.DOWN)),
+        input_norm=put("input_norm.weight", w.input_norm, np.float32),
+        qkv=put("attn.qkv.MatMul.weight", np.concatenate([w.q, w.k, w.v]).T),
+        qkv_bias=put("attn.qkv.bias", _fused_bias(w, (Role.Q, Role.K, Role.V), (w.q, w.k, w.v))),
+        o=put("attn.o.MatMul.weight", w.o.T),
+        o_bias=put("attn.o.bias", w.bias(Role.O)),
+        post_norm=put("post_norm.weight", w.post_norm, np.float32),
+        gate_up=put("mlp.gate_up.MatMul.weight", np.concatenate([w.gate, w.up]).T),
+        gate_up_bias=put("mlp.gate_up.bias", _fused_bias(w, (Role.GATE, Role.UP), (w.gate, w.up))),
+        down=put("mlp.down.MatMul.weight", w.down.T),
+        down_bias=put("mlp.down.bias", w.bias(Role.DOWN)),
         window=window,
     )
 

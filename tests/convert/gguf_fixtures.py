@@ -14,7 +14,7 @@ L_ORIG = 256
 SHORT_LEN, SHORT_CTX = 200, 256  # n_ctx 256 = L_orig: llama.cpp uses the short set
 LONG_LEN, LONG_CTX = 600, 1024  # n_ctx 1024 > L_orig: long set
 # which tokenizer each demo model carries (both kinds are covered)
-TOKENIZER_KIND = {hf_class: tokenizer for hf_class, _, tokenizer, _ in DEMO_MODELS}
+TOKENIZER_KIND = {hf_class: tokenizer for hf_class, (_, tokenizer) in DEMO_MODELS.items()}
 
 
 @pytest.fixture(scope="session")

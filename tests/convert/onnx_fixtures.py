@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from longrope_convert.formats.architectures import ARCHITECTURES
 
-ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM")
+ARCHS = tuple(ARCHITECTURES)  # every registered architecture
 L_ORIG = 256
 SHORT_LEN = 200
 LONG_LEN = 600

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from longrope_convert.formats.architectures import ARCHITECTURES
 from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.verify.transformers_runner import load_transformers_model, rotary_cos_sin
 
@@ -26,7 +27,7 @@ def probe(folder: Path, path: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM"])
+@pytest.mark.parametrize("arch", tuple(ARCHITECTURES))
 def test_same_cos_sin_in_transformers_4_and_5(demo_models, arch):
     if not (TF4_PATH / "transformers").is_dir():
         pytest.skip(f"transformers 4.x side environment not installed at {TF4_PATH} (scripts/test.sh makes it)")

@@ -4,6 +4,7 @@ output type; a GGUF with the two factor sets swapped must fail the same check.""
 from __future__ import annotations
 
 import pytest
+from longrope_convert.formats.architectures import ARCHITECTURES
 from longrope_convert.formats.factor_set import FactorSet
 from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.verify.llama_cpp_runner import gguf_factor_set
@@ -23,7 +24,7 @@ from .gguf_fixtures import (
 pytest.importorskip("llama_cpp")
 __all__ = ["gguf_models", "gguf_out"]  # session fixtures used below
 
-PAIR_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Phi3ForCausalLM")
+PAIR_ARCHS = tuple(name for name, arch in ARCHITECTURES.items() if arch.gguf_pair_arch)
 CASES = ((SHORT_LEN, SHORT_CTX), (LONG_LEN, LONG_CTX))
 # outtype -> (max relative L2, min top-1 agreement) against the float64 reference. Measured on these tiny models
 # (docs/gguf.md): f32 ~1.2e-6, f16 ~6.5e-4, bf16 ~5.1e-3, q8_0 ~1.7e-2 relative L2. Bounds leave ~2x headroom,

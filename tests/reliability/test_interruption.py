@@ -1,5 +1,5 @@
-"""A conversion killed at a random point (SIGINT or SIGKILL) never leaves anything at the output path,
-and a re-run succeeds."""
+"""A conversion killed at a random point (SIGINT, SIGTERM, SIGHUP or SIGKILL) never leaves anything at the output
+path, and a re-run succeeds. SIGINT, SIGTERM (how CI runners cancel) and SIGHUP also clean up the partial output."""
 
 from __future__ import annotations
 
@@ -71,8 +71,17 @@ def _cli(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "longrope_convert.convert", *args]
 
 
+# the exit code and message each signal must give when the process gets to handle it (SIGKILL cannot be handled)
+HANDLED = {
+    signal.SIGINT: (130, "error: "),
+    signal.SIGTERM: (128 + signal.SIGTERM, "error: interrupted by SIGTERM; nothing was written at the output path"),
+    signal.SIGHUP: (128 + signal.SIGHUP, "error: interrupted by SIGHUP; nothing was written at the output path"),
+}
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
+
+
 @pytest.mark.parametrize("conversion", CONVERSIONS, ids=[c.name for c in CONVERSIONS])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
 def test_killed_conversion_leaves_nothing_and_rerun_succeeds(tmp_path, big_src, conversion, sig):
     start = time.perf_counter()
     subprocess.run(_cli(conversion.argv(big_src, tmp_path / f"timing-{conversion.output_name}")),
@@ -89,9 +98,10 @@ def test_killed_conversion_leaves_nothing_and_rerun_succeeds(tmp_path, big_src, 
         finished = out.exists()
         if finished:
             assert conversion.complete(out)  # the kill came after the final rename: whole, never partial
-        elif sig == signal.SIGINT:
-            assert proc.returncode == 130 and "Traceback" not in err, err
-            assert not list(tmp_path.glob(f".{out.name}.partial-*"))  # cleaned up on SIGINT
+        elif sig in HANDLED:
+            code, message = HANDLED[sig]
+            assert proc.returncode == code and message in err and "Traceback" not in err, err
+            assert not list(tmp_path.glob(f".{out.name}.partial-*"))  # cleaned up, not left for the next run
         rerun = subprocess.run(_cli(conversion.argv(big_src, out) + (["--force"] if finished else [])),
                                capture_output=True, text=True)
         assert rerun.returncode == 0, rerun.stderr

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+from longrope_convert.formats.architectures import ARCHITECTURES
 from longrope_convert.formats.factor_set import FactorSet
 from longrope_convert.verify.metrics import compare_logits
 from longrope_convert.verify.reference_model import ReferenceDecoder
 from longrope_convert.verify.transformers_runner import load_transformers_model, transformers_logits
 
-ARCHS = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM"]
+ARCHS = tuple(ARCHITECTURES)  # every registered architecture
 SHORT, LONG = 200, 600  # L_orig is 256
 
 
