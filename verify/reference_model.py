@@ -7,7 +7,7 @@ The KV cache holds keys already rotated, so a decode step across L_orig mixes se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,20 +21,46 @@ from ..formats.spec import LongRopeSpec, plain_factors
 from .reference_weights import DecoderWeights, LayerWeights, load_decoder_weights
 
 
-@dataclass
 class KVCache:
-    """Per layer (keys, values) of shape [B, n_kv, T, head_dim], keys stored after rotation."""
+    """Per layer keys (stored after rotation) and values in preallocated [B, n_kv, capacity, head_dim] buffers.
 
-    layers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    A forward writes its new positions in place (no concatenation per chunk); the buffers double when a forward
+    needs more room than `capacity`, so a caller that knows the case length allocates once.
+    """
 
-    @property
-    def length(self) -> int:
-        return self.layers[0][0].shape[2] if self.layers else 0
+    def __init__(self, capacity: int = 0):
+        self.capacity = capacity
+        self.length = 0
+        self._keys: list[torch.Tensor] = []
+        self._values: list[torch.Tensor] = []
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v [B, n_kv, t, d] at positions length..length+t of `layer`; return every key/value so far."""
+        end = self.length + k.shape[2]
+        if layer == len(self._keys):
+            size = max(self.capacity, end)
+            self._keys.append(k.new_empty(*k.shape[:2], size, k.shape[3]))
+            self._values.append(v.new_empty(*v.shape[:2], size, v.shape[3]))
+        elif end > self._keys[layer].shape[2]:
+            self._keys[layer], self._values[layer] = (_grown(t, end) for t in (self._keys[layer], self._values[layer]))
+        self._keys[layer][:, :, self.length:end] = k
+        self._values[layer][:, :, self.length:end] = v
+        return self._keys[layer][:, :, :end], self._values[layer][:, :, :end]
+
+    def advance(self, tokens: int) -> None:
+        """Every layer has stored `tokens` more positions."""
+        self.length += tokens
+
+
+def _grown(buffer: torch.Tensor, needed: int) -> torch.Tensor:
+    bigger = buffer.new_empty(*buffer.shape[:2], max(needed, 2 * buffer.shape[2]), buffer.shape[3])
+    bigger[:, :, :buffer.shape[2]] = buffer
+    return bigger
 
 
 @dataclass
 class ForwardResult:
-    logits: torch.Tensor  # [B, T, vocab] (or [B, 1, vocab] with last_only)
+    logits: torch.Tensor  # [B, T, vocab] (or [B, 1, vocab] with last_only); the cache is the one passed in
     cache: KVCache
     factor_set: FactorSet
 
@@ -61,50 +87,55 @@ class ReferenceDecoder:
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
                 factor_set: FactorSet | None = None, last_only: bool = False) -> ForwardResult:
-        """Logits for `input_ids` [B, T] after `cache`; the set follows the transformers rule unless given."""
-        cache = cache or KVCache()
+        """Logits for `input_ids` [B, T] after `cache` (which this forward extends in place); the set follows the
+        transformers rule unless given."""
+        cache = cache if cache is not None else KVCache()
         past = cache.length
         total = past + input_ids.shape[1]
         chosen = factor_set or self.spec.factor_set_for_length(total)
         positions = torch.arange(past, total, device=self.device)
         cos, sin = self.spec.cos_sin(positions, chosen, self.dtype)
         x = self.weights.embed[input_ids.to(self.device)]
-        new_cache = KVCache()
         for i, layer in enumerate(self.weights.layers):
-            layer_cache = cache.layers[i] if cache.layers else None
-            x, kv = self._block(x, layer, cos, sin, layer_cache, past, self.windows[i])
-            new_cache.layers.append(kv)
+            x = self._block(x, layer, cos, sin, cache, i, past, self.windows[i])
+        cache.advance(input_ids.shape[1])
         if last_only:
             x = x[:, -1:]
         logits = _rms_norm(x, self.weights.final_norm, self.geo.rms_norm_eps) @ self.weights.lm_head.T
-        return ForwardResult(logits=logits, cache=new_cache, factor_set=chosen)
+        return ForwardResult(logits=logits, cache=cache, factor_set=chosen)
 
-    def _block(self, x, w: LayerWeights, cos, sin, layer_cache, past, window):
+    def _block(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None):
         normed = _rms_norm(x, w.input_norm, self.geo.rms_norm_eps)
-        h, kv = self._attention(normed, w, cos, sin, layer_cache, past, window)
-        x = x + h
+        x = x + self._attention(normed, w, cos, sin, cache, layer, past, window)
         hn = _rms_norm(x, w.post_norm, self.geo.rms_norm_eps)
         act = F.silu(_linear(hn, w.gate, w.bias(Role.GATE))) * _linear(hn, w.up, w.bias(Role.UP))
-        return x + _linear(act, w.down, w.bias(Role.DOWN)), kv
+        return x + _linear(act, w.down, w.bias(Role.DOWN))
 
-    def _attention(self, x, w: LayerWeights, cos, sin, layer_cache, past, window):
+    def _attention(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None):
         g = self.geo
         b, t, _ = x.shape
         q = _linear(x, w.q, w.bias(Role.Q)).view(b, t, g.num_heads, g.head_dim).transpose(1, 2)
         k = _linear(x, w.k, w.bias(Role.K)).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
         v = _linear(x, w.v, w.bias(Role.V)).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
         q, k = _rotate(q, cos, sin, g.rotary_dim), _rotate(k, cos, sin, g.rotary_dim)
-        if layer_cache is not None:
-            k = torch.cat([layer_cache[0], k], dim=2)
-            v = torch.cat([layer_cache[1], v], dim=2)
-        mask = _causal_mask(past, t, k.shape[2], window, x.device)
-        rep = g.num_heads // g.num_kv_heads
-        out = F.scaled_dot_product_attention(
-            q, k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), attn_mask=mask,
-            scale=g.head_dim**-0.5,
-        )
+        keys, values = cache.store(layer, k, v)
+        out = _grouped_attention(q, keys, values, past, window, g.head_dim**-0.5)
         out = out.transpose(1, 2).reshape(b, t, g.num_heads * g.head_dim)
-        return _linear(out, w.o, w.bias(Role.O)), (k, v)
+        return _linear(out, w.o, w.bias(Role.O))
+
+
+def _grouped_attention(q, keys, values, past: int, window: int | None, scale: float) -> torch.Tensor:
+    """Causal (and windowed) attention of queries at positions past.. over every cached key, with K/V heads
+    shared by query groups inside SDPA (no copy). Keys a window hides are sliced off, not masked; a prefill from
+    position 0 and a single decode step need no mask at all, which lets SDPA use its fused kernels."""
+    t, total = q.shape[2], keys.shape[2]
+    first = max(0, past + 1 - window) if window is not None else 0
+    keys, values = keys[:, :, first:], values[:, :, first:]
+    if (window is None or window >= total) and (past == 0 or t == 1):
+        return F.scaled_dot_product_attention(q, keys, values, is_causal=past == 0 and t > 1, scale=scale,
+                                              enable_gqa=True)
+    mask = _causal_mask(past, t, first, total, window, q.device)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -125,9 +156,10 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: i
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
 
 
-def _causal_mask(past: int, t: int, total: int, window: int | None, device) -> torch.Tensor:
+def _causal_mask(past: int, t: int, first: int, total: int, window: int | None, device) -> torch.Tensor:
+    """bool [t, total - first]: key k (from position `first`) is visible to query q iff k <= q and q - k < window."""
     q_pos = torch.arange(past, past + t, device=device)[:, None]
-    k_pos = torch.arange(total, device=device)[None, :]
+    k_pos = torch.arange(first, total, device=device)[None, :]
     allowed = k_pos <= q_pos
     if window is not None:
         allowed &= (q_pos - k_pos) < window

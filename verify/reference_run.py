@@ -18,13 +18,13 @@ import torch
 from ..formats.factor_set import FactorSet
 from ..formats.hf.checkpoint import Checkpoint, as_checkpoint
 from ..formats.spec import LongRopeSpec
-from .memory import available_gpu_bytes
+from .memory import available_gpu_bytes, available_host_bytes
 from .reference_model import KVCache, ReferenceDecoder
 
 log = logging.getLogger(__name__)
 
-ATTENTION_SCORE_BUDGET = 1 << 30  # bytes of attention scores per chunk (heads x chunk x length)
-MIN_CHUNK, MAX_CHUNK = 64, 4096
+MEMORY_SHARE = 0.25  # a prefill chunk's temporaries may take this share of the memory free when the case starts
+MIN_CHUNK, MAX_CHUNK = 256, 16384
 CACHE_SEMANTICS = (
     "decode steps reuse the KV cache; cached keys keep the rotation of the factor set active when they were "
     "computed (never re-rotated), as transformers' incremental decoding and the exported ONNX graphs do"
@@ -63,15 +63,25 @@ class ReferenceRunner:
         return int(share * available_gpu_bytes() / per_token)
 
     def chunk_size(self, length: int) -> int:
+        """Query positions per prefill chunk, from the memory actually free (GPU or host).
+
+        Per position a chunk holds its activations (hidden, q/k/v, MLP) and one row of the boolean mask over
+        `length` keys; on CUDA float32/float64 SDPA has no fused GQA kernel, so the scores (heads x length) count
+        too. CPU SDPA is a fused kernel in float64 as well: no score matrix is ever materialised there.
+        """
+        g = self.model.geo
         itemsize = torch.empty((), dtype=self.dtype).element_size()
-        chunk = ATTENTION_SCORE_BUDGET // max(1, self.model.geo.num_heads * length * itemsize)
-        return int(min(MAX_CHUNK, max(MIN_CHUNK, chunk)))
+        activations = 4 * g.hidden_size + 2 * g.num_heads * g.head_dim + 3 * g.intermediate_size
+        scores = 2 * g.num_heads * length if self.device == "cuda" else 0
+        per_position = itemsize * (activations + scores) + length
+        free = available_gpu_bytes() if self.device == "cuda" else available_host_bytes()
+        return int(min(MAX_CHUNK, max(MIN_CHUNK, MEMORY_SHARE * free // per_position)))
 
     def prefill_logits(self, ids: torch.Tensor, factor_set: FactorSet, keep: int) -> torch.Tensor:
         """Logits [keep, V] of the last `keep` positions of ids [1, T], every position rotated with `factor_set`."""
         length = ids.shape[1]
         chunk = self.chunk_size(length)
-        cache, pieces = KVCache(), []
+        cache, pieces = KVCache(capacity=length), []
         tail_start = length - keep
         for start in range(0, length, chunk):
             end = min(length, start + chunk)
@@ -88,7 +98,7 @@ class ReferenceRunner:
 
     def decode_logits(self, ids: torch.Tensor, prefill: int) -> tuple[torch.Tensor, list[FactorSet]]:
         """Prefill `prefill` tokens, then one cached step per remaining token; logits [steps, V] and each step's set."""
-        result = self.model.forward(ids[:, :prefill], last_only=True)
+        result = self.model.forward(ids[:, :prefill], KVCache(capacity=ids.shape[1]), last_only=True)
         cache, logits, sets = result.cache, [], []
         for pos in range(prefill, ids.shape[1]):
             result = self.model.forward(ids[:, pos:pos + 1], cache)

@@ -118,3 +118,17 @@ def test_reference_out_of_gpu_memory_is_one_line_and_exit_2(mistral, monkeypatch
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert len(errors) == 1 and "the reference at 600 tokens does not fit in GPU memory" in errors[0]
+
+
+def test_kv_cache_grows_in_place_and_matches_one_forward(mistral):
+    """A cache allocated too small doubles its buffers; chunked forwards through it equal one whole forward."""
+    from longrope_convert.verify.reference_model import KVCache
+
+    model = ReferenceDecoder(mistral)
+    ids = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(2))
+    whole = model.forward(ids, factor_set=FactorSet.LONG).logits[0, -1]
+    cache = KVCache(capacity=8)
+    for start in range(0, 300, 100):
+        result = model.forward(ids[:, start:start + 100], cache, FactorSet.LONG)
+    assert result.cache is cache and cache.length == 300
+    assert torch.allclose(result.logits[0, -1], whole, rtol=0, atol=1e-10)
