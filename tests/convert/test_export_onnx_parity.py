@@ -183,3 +183,32 @@ def test_tied_embeddings(tmp_path):
     logits, _ = session(export_onnx(baked, tmp_path / "onnx").output).forward(ids.numpy())
     cmp = compare_logits(reference(baked).forward(ids).logits, as_torch(logits))
     assert cmp.relative_l2 <= FP32_REL_L2 and cmp.top1_agreement == 1.0, cmp
+
+
+def test_attention_and_mlp_biases_are_in_the_graph(tmp_path):
+    """LLaMA with attention_bias and mlp_bias: every bias (q/k/v/o, gate/up/down) reaches the graph."""
+    import json
+
+    from longrope_convert.convert.bake import bake_checkpoint
+    from longrope_convert.convert.demo.models import write_example_factor_files
+    from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
+    from longrope_convert.convert.export_onnx import export_onnx
+    from longrope_convert.formats.spec_inputs import SpecRequest
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    plain = write_tiny_checkpoint(tmp_path / "plain", "LlamaForCausalLM", seed=3)
+    config = json.loads((plain / "config.json").read_text()) | {"attention_bias": True, "mlp_bias": True}
+    (plain / "config.json").write_text(json.dumps(config))
+    tensors, gen = load_file(plain / "model.safetensors"), torch.Generator().manual_seed(1)
+    for name in [n for n in tensors if n.endswith("_proj.weight")]:
+        tensors[name.replace(".weight", ".bias")] = 0.1 * torch.randn(tensors[name].shape[0], generator=gen)
+    save_file(tensors, plain / "model.safetensors", metadata={"format": "pt"})
+    long_path, short_path = write_example_factor_files(tmp_path, 16)
+    baked = bake_checkpoint(plain, tmp_path / "baked", SpecRequest(long_factors=long_path, short_factors=short_path,
+                                                                   max_position_embeddings=1024)).output
+    folder = export_onnx(baked, tmp_path / "onnx").output
+    ids = token_ids(LONG_LEN, seed=4)
+    expected = reference(baked).forward(ids).logits
+    cmp = compare_logits(expected, as_torch(session(folder).forward(ids.numpy())[0]))
+    assert cmp.relative_l2 <= FP32_REL_L2 and cmp.top1_agreement == 1.0, cmp
