@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..formats.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 COPY_CHUNK = 16 * 1024 * 1024
 
@@ -31,7 +33,7 @@ def _link_or_copy(src: Path, dst: Path, bar: tqdm, allow_links: bool) -> str:
             return "hard-linked"
         except OSError:
             pass
-    with src.open("rb") as fi, dst.open("wb") as fo:
+    with src.open("rb") as fi, dst.open("xb") as fo:  # never opens an existing file (e.g. a link to an input)
         while chunk := fi.read(COPY_CHUNK):
             fo.write(chunk)
             bar.update(len(chunk))
@@ -45,6 +47,8 @@ def copy_small_files(src_dir: Path, names: tuple[str, ...], dest_dir: Path) -> l
     for name in names:
         f = src_dir / name
         if f.is_file():
+            if (dest_dir / name).exists():  # e.g. a shard of that name, hard-linked to SRC: never write through it
+                raise CheckpointError(f"{name} is both a weight file and a companion file", src_dir)
             shutil.copy2(f, dest_dir / name)
             copied.append(name)
     return copied

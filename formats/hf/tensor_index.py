@@ -52,6 +52,8 @@ def weight_files(folder: Path) -> list[Path]:
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError("index has no 'weight_map'", index)
         names = sorted(set(weight_map.values()))
+        for name in names:
+            _check_shard_name(name, index)
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(f"index names {len(missing)} missing shard(s), first {missing[0]!r}", index)
@@ -68,6 +70,14 @@ def weight_files(folder: Path) -> list[Path]:
             folder,
         )
     raise CheckpointError("no model.safetensors or model.safetensors.index.json found", folder)
+
+
+def _check_shard_name(name, index: Path) -> None:
+    """A shard is a plain file name inside the checkpoint folder: no path, no `..`, so an index can neither make
+    us read a file outside SRC nor give two shards one name in the baked copy."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise CheckpointError(f"index names shard {name!r}; shards must be plain file names in the checkpoint folder",
+                              index)
 
 
 def read_safetensors_header(path: Path) -> list[TensorInfo]:
