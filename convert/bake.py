@@ -37,7 +37,7 @@ def bake_checkpoint(
     arch = checkpoint.arch
     weights = weight_files(src)
     spec, warnings = spec_for_checkpoint(checkpoint.config, request, checkpoint.source)
-    shipped = without_start_tokens(spec)
+    shipped = without_start_tokens(spec, request.drop_start_tokens)  # n_hat: refused unless dropped
     new_config = longrope_config(checkpoint.config, shipped, checkpoint.source)
     inputs = [src] + [p for p in (request.long_factors, request.short_factors) if p is not None]
     check_output_path(out, inputs, force)

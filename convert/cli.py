@@ -25,6 +25,7 @@ COMMANDS = {
     "hf-to-gguf": "longrope_convert.convert.cmd_hf_to_gguf:hf_to_gguf",
     "export-onnx": "longrope_convert.convert.cmd_export_onnx:export_onnx",
     "verify": "longrope_convert.convert.cmd_verify:verify",
+    "factors": "longrope_convert.convert.cmd_factors:factors",
 }
 
 EXIT_INTERNAL = 3

@@ -8,15 +8,20 @@ import click
 
 from .options import spec_options
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0")  # formats.gguf_dtypes.OUTTYPES; literal so the CLI starts fast
-FACTOR_SETS = ("pair", "long", "short")  # formats.gguf_arch.FACTOR_SET_CHOICES
+# formats.gguf.dtypes.OUTTYPE_CHOICES and formats.gguf.layouts.FACTOR_SET_CHOICES; literal so the CLI starts fast
+# (tests/convert/test_hf_to_gguf_kquants.py checks they agree)
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k", "auto")
+FACTOR_SETS = ("pair", "long", "short")
 
 
 @click.command(name="hf-to-gguf")
 @click.argument("src", type=click.Path(path_type=Path, file_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Output .gguf file.")
+@click.option("-o", "--output", "--outfile", "out", required=True, type=click.Path(path_type=Path),
+              help="Output .gguf file (--outfile as in llama.cpp's converter).")
 @click.option("--outtype", type=click.Choice(OUTTYPES), default="f16", show_default=True,
-              help="Type of 2-D weights; 1-D tensors and factor tensors stay F32.")
+              help="Type of 2-D weights. q4_0/q4_k_m/q5_k_m/q6_k: llama.cpp's quantizer (needs "
+                   "longrope-convert[llama]); auto: bf16 or f16 as the source, as llama.cpp's converter. "
+                   "1-D tensors and factor tensors stay F32.")
 @click.option("--factor-sets", type=click.Choice(FACTOR_SETS), default="pair", show_default=True,
               help="'pair': both sets, llama.cpp picks by context size. 'long'/'short': one set at every length.")
 @spec_options
@@ -24,7 +29,10 @@ FACTOR_SETS = ("pair", "long", "short")  # formats.gguf_arch.FACTOR_SET_CHOICES
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 def hf_to_gguf(src: Path, out: Path, outtype: str, factor_sets: str, spec_request, no_vocab: bool,
                force: bool) -> None:
-    """Convert the checkpoint SRC (baked, or plain plus --long-factors) into the GGUF file OUT."""
+    """Convert the checkpoint SRC (baked, or plain plus --long-factors) into the GGUF file given by -o/--outfile.
+
+    llama.cpp then uses the long factors iff its context size (-c, rounded up to 256) exceeds the original
+    context L_orig; -c 0 means the full trained context, so long."""
     from .hf_to_gguf import convert_hf_to_gguf
 
     convert_hf_to_gguf(src, out, spec_request, outtype=outtype, factor_sets=factor_sets, no_vocab=no_vocab,

@@ -37,12 +37,22 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
                    "checks that the numbers baked into SRC are the intended ones.")
 @click.option("--reference-dtype", type=click.Choice(("float64", "float32")),
               help="Reference precision (default float64; float32 on CUDA when float64 weights do not fit).")
+@click.option("--start-tokens", type=click.IntRange(min=0), metavar="N",
+              help="LongRoPE v1 n_hat for the truth: positions < N use plain RoPE. Checks an export-onnx "
+                   "--start-tokens graph; transformers and GGUF cannot express it and are skipped.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random token ids.")
 @click.option("--json", "json_out", type=_FILE, help="Write the report as JSON (verify/report_schema.json).")
 @click.option("--junit", "junit_out", type=_FILE, help="Write JUnit XML, one testcase per target x case.")
+@click.option("--plot", "plot_out", type=_FILE,
+              help="Write a PNG of relative error against position for every target, L_orig marked.")
+@click.option("--write-card", is_flag=True,
+              help="Put the parity table into SRC/README.md (its own section) and the report into SRC/verify.json; "
+                   "weights and config.json stay untouched.")
+@click.option("--no-precision-floor", is_flag=True,
+              help="Use the fixed tolerance table only (default: also allow 4x each case's measured float32 floor).")
 def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, lengths, allow_beyond_max: bool,
-           device: str, dtype: str, tolerances, reference_spec, reference_dtype, seed: int, json_out,
-           junit_out) -> None:
+           device: str, dtype: str, tolerances, reference_spec, reference_dtype, start_tokens, seed: int,
+           json_out, junit_out, plot_out, write_card: bool, no_precision_floor: bool) -> None:
     """Check transformers, GGUF files and ONNX folders against an independent float64 reference on SRC.
 
     SRC is a baked LongRoPE checkpoint folder. The table goes to stdout, progress and logs to stderr.
@@ -60,17 +70,27 @@ def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, le
         raise click.UsageError("nothing to verify: --no-transformers without --gguf/--onnx/--target")
     overrides = tuple(parse_override(t) for t in tolerances)
     inputs = [src] + [r.path for r in requests if r.path is not None]
-    for out in (json_out, junit_out):
+    for out in (json_out, junit_out, plot_out):
         if out is not None:
             check_report_path(out, inputs)
     options = VerifyOptions(src=src, targets=tuple(requests), lengths=lengths, device=device, dtype=dtype,
                             tolerances=overrides, reference_spec=reference_spec, reference_dtype=reference_dtype,
-                            seed=seed, allow_beyond_max=allow_beyond_max)
+                            seed=seed, allow_beyond_max=allow_beyond_max, start_tokens=start_tokens,
+                            precision_floor=not no_precision_floor)
     report = run_verification(options)
     click.echo(format_table(report))
     if json_out:
         write_text(json_out, report_json(report))
     if junit_out:
         write_text(junit_out, report_junit(report))
+    if plot_out:
+        from ..verify.report_plot import plot_report
+
+        plot_report(report, plot_out)
+    if write_card:
+        from ..verify.report_card import write_card as write_model_card
+
+        card, data = write_model_card(report, src)
+        click.echo(f"parity table written to {card} and {data}", err=True)
     if not report.passed:
         raise click.exceptions.Exit(EXIT_MISMATCH)

@@ -25,6 +25,7 @@ from ..formats.onnx.decoder import DEFAULT_OPSET, MIN_OPSET, DecoderGraphOptions
 from ..formats.onnx.genai_config import genai_config
 from ..formats.onnx.layers import PRECISIONS
 from ..formats.spec import LongRopeSpec
+from ..formats.spec_inputs import with_start_tokens
 from .file_transfer import copy_small_files
 
 log = logging.getLogger(__name__)
@@ -52,21 +53,23 @@ def read_decoder_source(src: Path) -> Checkpoint:
 
 def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_OPSET, with_past: bool = True,
                 force: bool = False, frozen_factor_set: FactorSet | None = None,
-                external_data: bool | None = None) -> OnnxExportResult:
+                external_data: bool | None = None, start_tokens: int = 0) -> OnnxExportResult:
     """Write OUT/model.onnx (+ model.onnx.data over ~2 GB, or when `external_data` is True), genai_config.json
-    and the tokenizer files. Everything is validated before OUT is touched; OUT appears whole or not at all."""
+    and the tokenizer files. Everything is validated before OUT is touched; OUT appears whole or not at all.
+    `start_tokens` (LongRoPE v1 n_hat): positions below it run plain RoPE inside the graph."""
     started = time.perf_counter()
     src, out = Path(src), Path(out)
     _check_options(dtype, opset)
     source = read_decoder_source(src)
+    spec = with_start_tokens(source.require_spec(), start_tokens)  # n_hat checked (0..L_orig) before OUT
     if external_data is None:
         external_data = _weight_bytes(source, dtype) > EXTERNAL_DATA_THRESHOLD_BYTES
     check_output_path(out, [src], force)
-    options = DecoderGraphOptions(dtype=dtype, opset=opset, with_past=with_past, frozen_factor_set=frozen_factor_set)
+    options = DecoderGraphOptions(dtype=dtype, opset=opset, with_past=with_past, frozen_factor_set=frozen_factor_set,
+                                  start_tokens=spec.start_tokens)
     with atomic_output_dir(out, force) as tmp:
         _write_folder(tmp, src, source, options, external_data)
     seconds = time.perf_counter() - started
-    spec = source.require_spec()
     log.info("exported %s -> %s (%s, %s, opset %d%s) in %.1f s", src, out / N.MODEL_FILE, source.arch.hf_class,
              dtype, opset, ", external data" if external_data else "", seconds)
     if frozen_factor_set is None:
@@ -74,6 +77,9 @@ def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_
                  spec.original_max_position_embeddings, spec.attention_factor)
     else:
         log.warning("deliberately frozen graph: %s factors at every length", frozen_factor_set.value)
+    if spec.start_tokens:
+        log.info("n_hat %d start tokens: positions below it use plain RoPE (no attention factor) in the graph; "
+                 "transformers and llama.cpp cannot do this", spec.start_tokens)
     return OnnxExportResult(out, out / N.MODEL_FILE, spec, external_data, seconds)
 
 

@@ -1,5 +1,9 @@
 """The hf-to-gguf pipeline: a (baked or plain + factors) HF checkpoint -> one GGUF llama.cpp runs with the right
-LongRoPE factors. Everything is validated before the output is opened; tensors stream one chunk at a time."""
+LongRoPE factors. Everything is validated before the output is opened; tensors stream one chunk at a time.
+
+Quantized types llama.cpp makes (q4_0, q4_k_m, q5_k_m, q6_k) take two phases: the streaming writer makes a lossless
+intermediate GGUF beside the output, llama.cpp's quantizer turns it into the atomic temp output, and the
+intermediate is deleted whatever happens (formats/gguf/quantize.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,22 @@ from pathlib import Path
 from .. import __version__
 from ..formats.atomic_output import atomic_output_file, check_output_path
 from ..formats.errors import LongRopeError
-from ..formats.gguf.dtypes import OUTTYPES
+from ..formats.gguf.dtypes import (
+    AUTO,
+    OUTTYPE_CHOICES,
+    OUTTYPES,
+    OutType,
+    auto_outtype,
+    intermediate_outtype,
+)
 from ..formats.gguf.hparams import add_model_hparams
 from ..formats.gguf.layouts import GgufLayout, check_windows, gguf_layout
+from ..formats.gguf.quantize import intermediate_file, quantize_gguf, require_llama_cpp
 from ..formats.gguf.spec_keys import add_rope_keys, add_spec_metadata
 from ..formats.gguf.tensors import TensorPlan, factor_tensor_plans, plan_weight_tensors
 from ..formats.gguf.vocab import GgufVocab, has_tokenizer, read_vocab
 from ..formats.gguf.writer import write_gguf
-from ..formats.hf.checkpoint import open_checkpoint
+from ..formats.hf.checkpoint import Checkpoint, open_checkpoint
 from ..formats.hf.geometry import ModelGeometry
 from ..formats.spec import LongRopeSpec
 from ..formats.spec_inputs import SpecRequest, spec_for_checkpoint, without_start_tokens
@@ -48,6 +60,8 @@ class GgufJob:
     plans: list[TensorPlan]
     vocab: GgufVocab | None
     warnings: list[str]
+    outtype: OutType  # what OUT holds (`auto` resolved)
+    write_type: OutType  # what the streaming writer writes: outtype, or the quantizer's lossless intermediate
 
 
 def convert_hf_to_gguf(
@@ -61,7 +75,7 @@ def convert_hf_to_gguf(
     check_output_path(out, [src] + [p for p in (request.long_factors, request.short_factors) if p], force)
 
     def metadata(writer) -> None:
-        add_model_hparams(writer, job.config, job.geo, job.layout, OUTTYPES[outtype].file_type, src.name)
+        add_model_hparams(writer, job.config, job.geo, job.layout, job.write_type.file_type, src.name)
         add_rope_keys(writer, job.spec, mark_longrope=factor_sets == "pair" and job.layout.pair_needs_scaling_type)
         add_spec_metadata(writer, job.spec, factor_sets, __version__)
         if job.vocab is not None:
@@ -70,25 +84,45 @@ def convert_hf_to_gguf(
             writer.add_tokenizer_model(NO_VOCAB_MODEL)
 
     with atomic_output_file(out, force) as tmp:
-        write_gguf(tmp, job.layout.name, metadata, job.plans, progress)
+        if not job.outtype.needs_quantizer:
+            write_gguf(tmp, job.layout.name, metadata, job.plans, progress)
+        else:
+            with intermediate_file(out) as intermediate:
+                write_gguf(intermediate, job.layout.name, metadata, job.plans, progress)
+                quantize_gguf(intermediate, tmp, job.outtype, len(job.plans), progress)
     _log_summary(out, job.layout, job.spec, factor_sets, job.plans)
-    return GgufResult(out, job.spec, job.layout.name, factor_sets, outtype, len(job.plans), job.warnings)
+    return GgufResult(out, job.spec, job.layout.name, factor_sets, job.outtype.name, len(job.plans), job.warnings)
 
 
 def plan_conversion(src: Path, request: SpecRequest, outtype: str, factor_sets: str, no_vocab: bool) -> GgufJob:
     """Read and check config, spec, layout, every tensor header and the tokenizer; nothing is written."""
-    if outtype not in OUTTYPES:
-        raise LongRopeError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
+    if outtype not in OUTTYPE_CHOICES:
+        raise LongRopeError(f"--outtype must be one of {', '.join(OUTTYPE_CHOICES)}, got {outtype!r}")
+    if outtype in OUTTYPES and OUTTYPES[outtype].needs_quantizer:
+        require_llama_cpp(outtype)  # before any reading: a missing extra is a one-line error
     checkpoint = open_checkpoint(src)
     geo = checkpoint.geometry
     spec, warnings = spec_for_checkpoint(checkpoint.config, request, checkpoint.source)
-    spec = without_start_tokens(spec)
+    spec = without_start_tokens(spec, request.drop_start_tokens)  # n_hat: refused unless dropped
     layout = gguf_layout(checkpoint.arch, factor_sets, spec.rotary_dim, geo.head_dim)
     check_windows(checkpoint.arch, layout, checkpoint.windows, spec.max_position_embeddings)
-    plans = plan_weight_tensors(checkpoint, layout, OUTTYPES[outtype])
+    final, write_type = resolve_outtype(outtype, checkpoint)
+    plans = plan_weight_tensors(checkpoint, layout, write_type)
     plans += factor_tensor_plans(layout, factor_sets, spec.long_factor, spec.short_factor)
     vocab = _vocab(src, geo.vocab_size, checkpoint.arch.gguf_requires_endoftext, no_vocab)
-    return GgufJob(checkpoint.config, geo, spec, layout, plans, vocab, warnings)
+    return GgufJob(checkpoint.config, geo, spec, layout, plans, vocab, warnings, final, write_type)
+
+
+def resolve_outtype(outtype: str, checkpoint: Checkpoint) -> tuple[OutType, OutType]:
+    """(the output's type, the type the streaming writer writes): `auto` follows the source's 2-D tensors as
+    llama.cpp's converter does; a quantizer type is written first in the source's own float type."""
+    slots = checkpoint.slots()
+    matrix_dtypes = [info.dtype for name, info in checkpoint.tensors.items()
+                     if name in slots and len(info.shape) >= 2]
+    final = auto_outtype(matrix_dtypes) if outtype == AUTO else OUTTYPES[outtype]
+    if outtype == AUTO:
+        log.info("--outtype auto: %s (from the source's 2-D tensor dtypes)", final.name)
+    return final, intermediate_outtype(matrix_dtypes) if final.needs_quantizer else final
 
 
 def _vocab(src: Path, vocab_size: int, require_endoftext: bool, no_vocab: bool) -> GgufVocab | None:

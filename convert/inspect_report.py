@@ -8,6 +8,7 @@ from ..formats.atomic_output import atomic_output_file
 from ..formats.errors import LongRopeError
 from ..formats.factor_files import read_factor_file
 from ..formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
+from ..formats.longrope2 import fit_longrope2
 from ..formats.spec import LongRopeSpec
 
 
@@ -19,7 +20,17 @@ def factor_file_report(path: Path) -> str:
             lines.append(f"{label}: {len(values)} entries (rotary dim {2 * len(values)}), "
                          f"min {min(values):.6g}, max {max(values):.6g}")
             lines.append("  " + ", ".join(f"{v:.6g}" for v in values))
+            if label != "short_factor":  # LongRoPE2's closed form is a property of the long set
+                lines.append("  " + longrope2_line(values))
     return "\n".join(lines)
+
+
+def longrope2_line(values: tuple[float, ...]) -> str:
+    """Whether a long set has LongRoPE2's shape (closed form below a critical dimension, searched above)."""
+    fit = fit_longrope2(values)
+    if fit is None:
+        return "LongRoPE2 shape: no (no closed-form a^(i/d_c) prefix followed by searched dims)"
+    return fit.describe()
 
 
 def spec_report(spec: LongRopeSpec, source: str) -> str:
@@ -35,7 +46,9 @@ def spec_report(spec: LongRopeSpec, source: str) -> str:
         f"(rounded up to {LLAMA_CPP_CTX_GRANULARITY}) > {l_orig}",
     ]
     if spec.start_tokens:
-        head.append(f"  n_hat start tokens {spec.start_tokens} (not expressible in HF/GGUF/ONNX)")
+        head.append(f"  n_hat start tokens {spec.start_tokens}: positions below it use plain RoPE without the "
+                    "attention factor (only an export-onnx --start-tokens graph expresses it)")
+    head.append("  long set: " + longrope2_line(spec.long_factor))
     rows = [f"{'i':>4} {'short':>10} {'long':>10} {'wavelen plain':>14} {'wavelen short':>14} {'wavelen long':>14}"]
     plain = spec.rope_wavelengths(None)
     short = spec.rope_wavelengths(FactorSet.SHORT)

@@ -24,8 +24,12 @@ def spec_options(func):
     @click.option("--attention-factor", type=float, help="Explicit mscale (default sqrt(1 + ln s / ln L_orig)).")
     @click.option("--strip-search-prefix", is_flag=True,
                   help="Accept LongRoPE search vectors with 1 (n_hat) or 2 (piecewise dims) leading values.")
+    @click.option("--drop-start-tokens", is_flag=True,
+                  help="Ship without a stripped prefix's n_hat start tokens (HF and GGUF cannot express them; "
+                       "refused otherwise).")
     @functools.wraps(func)
-    def wrapper(*args, long_factors, short_factors, l_orig, max_pos, attention_factor, strip_search_prefix, **kwargs):
+    def wrapper(*args, long_factors, short_factors, l_orig, max_pos, attention_factor, strip_search_prefix,
+                drop_start_tokens, **kwargs):
         kwargs["spec_request"] = SpecRequest(
             long_factors=long_factors,
             short_factors=short_factors,
@@ -33,6 +37,7 @@ def spec_options(func):
             max_position_embeddings=max_pos,
             attention_factor=attention_factor,
             strip_search_prefix=strip_search_prefix,
+            drop_start_tokens=drop_start_tokens,
         )
         return func(*args, **kwargs)
 

@@ -168,9 +168,9 @@ class Qwen2(Architecture):
     hf_class, model_type = "Qwen2ForCausalLM", "qwen2"
     default_window = 4096
     required_biases = frozenset({Role.Q, Role.K, Role.V})
-    gguf_pair_arch = None  # llama.cpp's qwen2 graph loads no rope factors
-    gguf_pair_refusal = ("llama.cpp's qwen2 architecture cannot switch LongRoPE factor sets; pass "
-                         "--factor-sets long or --factor-sets short to write one set applied at every length")
+    # llama.cpp's qwen2 graph loads no rope factors; its llama graph loads the pair (rope.scaling.type longrope) and
+    # optional q/k/v biases, so Qwen2 is written as arch llama (docs/gguf.md)
+    gguf_pair_arch = "llama"
     plain_config_keys = {"sliding_window": None, "use_sliding_window": False}
 
     def layer_windows(self, config: dict, num_layers: int) -> tuple[int | None, ...]:

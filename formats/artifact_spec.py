@@ -21,11 +21,14 @@ def _spec_from_checkpoint(path: Path) -> LongRopeSpec:
 
 
 def _spec_from_gguf(path: Path) -> LongRopeSpec:
-    from .gguf.reader import read_gguf_spec
+    from .gguf.reader import read_gguf_factor_problem, read_gguf_spec
 
     spec = read_gguf_spec(path)
     if spec is None:
-        raise NotLongRopeError("GGUF carries no LongRoPE factors", path)
+        raise NotLongRopeError("GGUF carries no LongRoPE factors (no longrope_convert keys, no factor tensors)", path)
+    problem = read_gguf_factor_problem(path)  # our keys without the tensors llama.cpp reads
+    if problem:
+        raise NotLongRopeError(f"GGUF has LongRoPE keys but {problem}", path)
     return spec
 
 

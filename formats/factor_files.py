@@ -217,6 +217,24 @@ def _start_tokens(value: float, path: str) -> int:
     return int(value)
 
 
+MSCALE_RANGE = (0.8, 1.5)  # attention factors: sqrt(1 + ln s / ln L) is 1.19 for Phi-3-mini, 1.24 for Phi-3.5-MoE
+MSCALE_MAX_STEP = 0.05  # an mscale profile changes smoothly between neighbours
+MSCALE_MAX_SPREAD = 1.1  # max/min: rope sets grow towards the scale (LongRoPE short sets by 30% or more)
+
+
+def looks_like_mscale(values: tuple[float, ...]) -> bool:
+    """Values that read like a per-dimension mscale (attention factor) vector rather than rope factors: all within
+    MSCALE_RANGE, smooth, nearly flat (no growth towards the scale), and not mostly exact 1.0s (a rope set keeps
+    its high frequencies at exactly 1.0; an all-ones plain short set is rope, not mscale)."""
+    low, high = MSCALE_RANGE
+    if not values or not all(low <= v <= high for v in values):
+        return False
+    mostly_plain = 2 * sum(1 for v in values if v == 1.0) > len(values)
+    smooth = all(abs(b - a) <= MSCALE_MAX_STEP for a, b in zip(values, values[1:]))
+    flat = max(values) <= MSCALE_MAX_SPREAD * min(values)
+    return smooth and flat and not mostly_plain
+
+
 def warn_on_unusual(values: tuple[float, ...], path: str, name: str, nominal_scale: float) -> list[str]:
     """Warnings (not errors) for legal but surprising factor sets; returned and logged."""
     warnings = []
@@ -228,6 +246,10 @@ def warn_on_unusual(values: tuple[float, ...], path: str, name: str, nominal_sca
     above = [v for v in values if v > nominal_scale]
     if above and nominal_scale > 1:
         warnings.append(f"{path}: {name} has {len(above)} values above the nominal scale {nominal_scale:.4g} (max {max(above):.4g})")
+    if looks_like_mscale(values):
+        warnings.append(f"{path}: {name} look like attention (mscale) factors, not rope factors: all within "
+                        f"[{min(values):.4g}, {max(values):.4g}], smooth and flat near 1, where rope factors grow "
+                        "towards the scale; check that this is the right file")
     for w in warnings:
         log.warning(w)
     return warnings

@@ -27,6 +27,11 @@ class SpecRequest:
     max_position_embeddings: int | None = None
     attention_factor: float | None = None
     strip_search_prefix: bool = False
+    drop_start_tokens: bool = False  # ship without n_hat (HF configs and GGUF cannot express it)
+
+
+class StartTokensError(SpecError):
+    """n_hat start tokens asked of an artifact that cannot express them, or out of range."""
 
 
 def spec_for_checkpoint(config: dict, request: SpecRequest, source: str = "config.json") -> tuple[LongRopeSpec, list[str]]:
@@ -108,10 +113,28 @@ def _check(values, path: Path, which: FactorSet, half: int, derivation: str, req
     return validate_factors(values, str(path), half, derivation, request.strip_search_prefix)
 
 
-def without_start_tokens(spec: LongRopeSpec) -> LongRopeSpec:
-    """HF configs, GGUF and ONNX runtimes cannot express n_hat: the shipped spec drops it (with a warning)."""
-    if spec.start_tokens:
-        log.warning(
-            "n_hat = %d start tokens cannot be expressed in HF configs, GGUF or ONNX; they are dropped", spec.start_tokens
+def without_start_tokens(spec: LongRopeSpec, drop: bool = False) -> LongRopeSpec:
+    """The spec an HF config or a GGUF can carry: neither can express n_hat, so a spec with start tokens is refused
+    unless `drop` (--drop-start-tokens) says to ship plain LongRoPE instead."""
+    if not spec.start_tokens:
+        return spec
+    if not drop:
+        raise StartTokensError(
+            f"the factors carry n_hat = {spec.start_tokens} start tokens, which HF configs and GGUF cannot express: "
+            f"pass --drop-start-tokens to ship without them (export-onnx --start-tokens {spec.start_tokens} keeps them)"
         )
+    log.warning("n_hat = %d start tokens dropped (--drop-start-tokens): every position uses the LongRoPE rotation",
+                spec.start_tokens)
     return replace(spec, start_tokens=0)
+
+
+def with_start_tokens(spec: LongRopeSpec, start_tokens: int | None) -> LongRopeSpec:
+    """`spec` with LongRoPE v1's n_hat set (None keeps the spec's own). n_hat must lie within L_orig: the plain
+    positions are ones the model was trained on, so a larger n_hat is a mistake, not a setting."""
+    if start_tokens is None:
+        return spec
+    if not 0 <= start_tokens <= spec.original_max_position_embeddings:
+        raise StartTokensError(
+            f"n_hat start tokens must be in 0..L_orig ({spec.original_max_position_embeddings}), got {start_tokens}"
+        )
+    return replace(spec, start_tokens=start_tokens)

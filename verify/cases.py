@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..formats.errors import LongRopeError
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 CPU_LONG_MULTIPLE = 2  # CPU long case: 2 x L_orig (capped by max positions), seconds on a tiny model
 GPU_LONG_LENGTHS = (32768, 131072)  # GPU long cases, capped by max_position_embeddings
@@ -50,10 +54,30 @@ class Case:
         return f"{self.prefill}+{self.steps}" if self.is_decode else str(self.prefill)
 
     def compared_positions(self, vocab_size: int) -> int:
-        """How many trailing positions are compared: all of them, unless positions x vocab exceeds the budget."""
+        """How many positions are compared: all of them, unless positions x vocab exceeds the budget."""
         if self.is_decode:
             return self.steps
         return max(1, min(self.prefill, LOGIT_ELEMENT_BUDGET // max(vocab_size, 1)))
+
+    def position_ranges(self, vocab_size: int, l_orig: int) -> list[tuple[int, int]]:
+        """[start, end) ranges of the compared positions. Every position when they fit the logit budget; else the
+        budget split between the head (before L_orig), the positions around L_orig and the tail, so a long case
+        still looks where the sets differ most. A decode case compares its steps."""
+        if self.is_decode:
+            return [(self.prefill, self.length)]
+        n, total = self.compared_positions(vocab_size), self.prefill
+        if n >= total:
+            return [(0, total)]
+        part = n // 3
+        tail = (total - (n - 2 * part), total)
+        switch_start = min(max(part, l_orig - part // 2), tail[0] - part)
+        return _merged([(0, part), (switch_start, switch_start + part), tail])
+
+    def positions(self, vocab_size: int, l_orig: int) -> "torch.Tensor":
+        """The compared positions as one sorted int64 tensor."""
+        import torch
+
+        return torch.cat([torch.arange(a, b) for a, b in self.position_ranges(vocab_size, l_orig)])
 
 
 def default_cases(l_orig: int, max_positions: int, on_gpu: bool, max_tokens: int | None = None) -> list[Case]:
@@ -73,6 +97,16 @@ def default_cases(l_orig: int, max_positions: int, on_gpu: bool, max_tokens: int
     if l_orig >= 2:
         cases.append(Case("decode across L_orig", l_orig - 1, DECODE_STEPS))
     return cases
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(r for r in ranges if r[1] > r[0]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 _ITEM = re.compile(r"^\s*(\d+)\s*(?:\+\s*(\d+))?\s*$")

@@ -23,9 +23,10 @@ MAX_THREADS = 16  # long prompts scale with cores; past ~16 llama.cpp's CPU kern
 
 
 def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_threads: int | None = None,
-                     *, kv_cache: str = "f32", keep: int | None = None) -> numpy.ndarray:
-    """[keep, vocab] float32 logits of the last `keep` positions (all when None) of one prompt evaluation with
-    context size `n_ctx`.
+                     *, kv_cache: str = "f32", keep: int | None = None,
+                     positions: Sequence[int] | None = None) -> numpy.ndarray:
+    """[n, vocab] float32 logits at the sorted `positions` (or of the last `keep` positions; all when neither is
+    given) of one prompt evaluation with context size `n_ctx`.
 
     The factor set llama.cpp uses is fixed by `n_ctx` (see `gguf_factor_set`), not by len(token_ids).
     The KV cache is float32 by default so a parity check measures the weights and rope, not llama.cpp's
@@ -36,9 +37,7 @@ def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_th
     ids = [int(t) for t in token_ids]
     if not ids or len(ids) > n_ctx:
         raise ValueError(f"need 1..n_ctx ({n_ctx}) tokens, got {len(ids)}")
-    keep = len(ids) if keep is None else keep
-    if not 1 <= keep <= len(ids):
-        raise ValueError(f"keep must be 1..{len(ids)}, got {keep}")
+    wanted = _wanted_positions(len(ids), keep, positions)
     threads = n_threads or usable_threads()
     batch_size = min(len(ids), UBATCH)
     llm = Llama(
@@ -47,17 +46,30 @@ def llama_cpp_logits(gguf_path: Path, token_ids: Sequence[int], n_ctx: int, n_th
         type_k=KV_CACHE_TYPES[kv_cache], type_v=KV_CACHE_TYPES[kv_cache],
     )
     try:
-        return _decode_keeping_tail(llm, ids, keep, batch_size)
+        return _decode_keeping(llm, ids, wanted, batch_size)
     finally:
         llm.close()
 
 
-def _decode_keeping_tail(llm, ids: list[int], keep: int, batch_size: int) -> numpy.ndarray:
-    """Feed `ids` from position 0 in batches; copy out the logits of positions >= len(ids) - keep."""
+def _wanted_positions(length: int, keep: int | None, positions: Sequence[int] | None) -> list[int]:
+    if positions is not None:
+        wanted = sorted({int(p) for p in positions})
+        if not wanted or wanted[0] < 0 or wanted[-1] >= length:
+            raise ValueError(f"positions must lie in 0..{length - 1}")
+        return wanted
+    keep = length if keep is None else keep
+    if not 1 <= keep <= length:
+        raise ValueError(f"keep must be 1..{length}, got {keep}")
+    return list(range(length - keep, length))
+
+
+def _decode_keeping(llm, ids: list[int], wanted: list[int], batch_size: int) -> numpy.ndarray:
+    """Feed `ids` from position 0 in batches, asking for logits only at the `wanted` positions (sorted)."""
     import llama_cpp
 
-    vocab, first_kept = llm.n_vocab(), len(ids) - keep
-    out = numpy.empty((keep, vocab), dtype=numpy.float32)
+    vocab, keep = llm.n_vocab(), set(wanted)
+    out = numpy.empty((len(wanted), vocab), dtype=numpy.float32)
+    row = 0
     batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
     try:
         for start in range(0, len(ids), batch_size):
@@ -65,16 +77,16 @@ def _decode_keeping_tail(llm, ids: list[int], keep: int, batch_size: int) -> num
             for i, token in enumerate(piece):
                 batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
                 batch.seq_id[i][0] = 0
-                batch.logits[i] = start + i >= first_kept
+                batch.logits[i] = start + i in keep
             batch.n_tokens = len(piece)
             status = llama_cpp.llama_decode(llm.ctx, batch)
             if status != 0:
                 raise RuntimeError(f"llama_decode returned {status} at position {start}")
-            kept = min(len(piece), max(0, start + len(piece) - first_kept))
-            if kept:
-                row = start + len(piece) - kept - first_kept
+            kept = sum(1 for i in range(len(piece)) if start + i in keep)
+            if kept:  # llama.cpp packs the requested rows of this batch in order
                 logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(kept, vocab))
                 out[row:row + kept] = logits
+                row += kept
     finally:
         llama_cpp.llama_batch_free(batch)
     return out

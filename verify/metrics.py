@@ -6,7 +6,7 @@ near 32 MiB each however large the vocabulary (1024 positions of a 4k vocabulary
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -20,9 +20,13 @@ class LogitComparison:
     mean_kl: float
     top1_agreement: float
     positions: int
+    worst_row: int = 0  # the compared row with the largest |difference| (the runner maps it to a position)
+    row_errors: tuple[float, ...] = field(default=(), repr=False)  # relative L2 of each row, for --plot
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["worst_row"], data["row_errors"]
+        return data
 
 
 def compare_logits(reference: torch.Tensor, target: torch.Tensor) -> LogitComparison:
@@ -31,15 +35,20 @@ def compare_logits(reference: torch.Tensor, target: torch.Tensor) -> LogitCompar
     tgt = target.reshape(-1, target.shape[-1])
     if ref.shape != tgt.shape:
         raise ValueError(f"logit shapes differ: reference {tuple(ref.shape)} vs target {tuple(tgt.shape)}")
-    max_abs, diff_sq, ref_sq, kl_sum, agree = 0.0, 0.0, 0.0, 0.0, 0
+    max_abs, diff_sq, ref_sq, kl_sum, agree, worst = 0.0, 0.0, 0.0, 0.0, 0, 0
+    row_errors: list[float] = []
     chunk = max(1, CHUNK_ELEMENTS // ref.shape[-1])
     for start in range(0, ref.shape[0], chunk):
         r = ref[start : start + chunk].to(torch.float64)
         t = tgt[start : start + chunk].to(device=r.device, dtype=torch.float64)
         d = r - t
-        max_abs = max(max_abs, d.abs().max().item())
-        diff_sq += d.pow(2).sum().item()
-        ref_sq += r.pow(2).sum().item()
+        row_max = d.abs().amax(-1)
+        if row_max.max().item() > max_abs or start == 0:
+            max_abs, worst = row_max.max().item(), start + int(row_max.argmax())
+        row_d, row_r = d.pow(2).sum(-1), r.pow(2).sum(-1)
+        row_errors += (row_d.sqrt() / row_r.sqrt().clamp_min(1e-30)).tolist()
+        diff_sq += row_d.sum().item()
+        ref_sq += row_r.sum().item()
         log_p, log_q = torch.log_softmax(r, -1), torch.log_softmax(t, -1)
         kl_sum += (log_p.exp() * (log_p - log_q)).sum().item()
         agree += (r.argmax(-1) == t.argmax(-1)).sum().item()
@@ -50,4 +59,6 @@ def compare_logits(reference: torch.Tensor, target: torch.Tensor) -> LogitCompar
         mean_kl=kl_sum / n,
         top1_agreement=agree / n,
         positions=n,
+        worst_row=worst,
+        row_errors=tuple(row_errors),
     )

@@ -85,10 +85,10 @@ class ReferenceDecoder:
         self.weights: DecoderWeights = load_decoder_weights(checkpoint, dtype, device)
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                factor_set: FactorSet | None = None, last_only: bool = False) -> ForwardResult:
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, factor_set: FactorSet | None = None,
+                last_only: bool = False, logit_rows: torch.Tensor | None = None) -> ForwardResult:
         """Logits for `input_ids` [B, T] after `cache` (which this forward extends in place); the set follows the
-        transformers rule unless given."""
+        transformers rule unless given. `logit_rows` (indices into T) or `last_only` limit which rows get logits."""
         cache = cache if cache is not None else KVCache()
         past = cache.length
         total = past + input_ids.shape[1]
@@ -101,6 +101,8 @@ class ReferenceDecoder:
         cache.advance(input_ids.shape[1])
         if last_only:
             x = x[:, -1:]
+        elif logit_rows is not None:
+            x = x[:, logit_rows.to(x.device)]
         logits = _rms_norm(x, self.weights.final_norm, self.geo.rms_norm_eps) @ self.weights.lm_head.T
         return ForwardResult(logits=logits, cache=cache, factor_set=chosen)
 

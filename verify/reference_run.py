@@ -1,8 +1,8 @@
 """The truth for verify: the independent ReferenceDecoder run chunk by chunk, with an explicit factor set.
 
 Long prefills are fed through the reference's KV cache in query chunks with the set fixed for the whole case,
-which is the same computation as one forward (every key rotated with the case's set) but keeps attention
-scores at chunk x length instead of length x length, and only the compared tail produces logits.
+which is the same computation as one forward (every key rotated with the case's set) but keeps activations at
+chunk size, and only the compared positions produce logits.
 Decode cases use the cache the other way: each step picks its set by the total length, and cached keys keep
 the rotation they were computed with (transformers' semantics, FACTS.md).
 """
@@ -77,23 +77,19 @@ class ReferenceRunner:
         free = available_gpu_bytes() if self.device == "cuda" else available_host_bytes()
         return int(min(MAX_CHUNK, max(MIN_CHUNK, MEMORY_SHARE * free // per_position)))
 
-    def prefill_logits(self, ids: torch.Tensor, factor_set: FactorSet, keep: int) -> torch.Tensor:
-        """Logits [keep, V] of the last `keep` positions of ids [1, T], every position rotated with `factor_set`."""
+    def prefill_logits(self, ids: torch.Tensor, factor_set: FactorSet, positions: torch.Tensor) -> torch.Tensor:
+        """Logits [len(positions), V] at the sorted `positions` of ids [1, T], every position rotated with
+        `factor_set`; chunks without a compared position produce no logits at all."""
         length = ids.shape[1]
         chunk = self.chunk_size(length)
         cache, pieces = KVCache(capacity=length), []
-        tail_start = length - keep
+        positions = positions.to(torch.int64).cpu()
         for start in range(0, length, chunk):
             end = min(length, start + chunk)
-            if end <= tail_start:
-                cache = self.model.forward(ids[:, start:end], cache, factor_set, last_only=True).cache
-                continue
-            if start < tail_start:  # a chunk straddling the tail: split it there
-                cache = self.model.forward(ids[:, start:tail_start], cache, factor_set, last_only=True).cache
-                start = tail_start
-            result = self.model.forward(ids[:, start:end], cache, factor_set)
-            cache = result.cache
-            pieces.append(result.logits[0])
+            rows = positions[(positions >= start) & (positions < end)] - start
+            result = self.model.forward(ids[:, start:end], cache, factor_set, logit_rows=rows)
+            if len(rows):
+                pieces.append(result.logits[0])
         return torch.cat(pieces, dim=0)
 
     def decode_logits(self, ids: torch.Tensor, prefill: int) -> tuple[torch.Tensor, list[FactorSet]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 
 
@@ -20,6 +20,8 @@ class CaseInfo:
     compared_positions: int
     reference_sets: list[str]  # the set(s) the reference ran this case with (several targets may differ)
     reference_seconds: float
+    position_ranges: list[list[int]] = field(default_factory=list)  # [start, end) of the compared positions
+    precision_floor: dict[str, dict] = field(default_factory=dict)  # reference set -> float32 vs float64 metrics
 
 
 @dataclass
@@ -59,6 +61,8 @@ class VerifyReport:
     results: list[CaseResult] = field(default_factory=list)
     tool_version: str = ""
     schema_version: int = SCHEMA_VERSION
+    # (target name, case label) -> (positions, relative error per position): drawn by --plot, not in the JSON
+    curves: dict = field(default_factory=dict, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -72,6 +76,7 @@ class VerifyReport:
 
     def as_dict(self) -> dict:
         data = asdict(self)
+        del data["curves"]
         data["passed"] = self.passed
         data["counts"] = self.counts()
         return data

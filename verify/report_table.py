@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .report import CaseResult, VerifyReport
 
-COLUMNS = ("target", "case", "tokens", "set (ref/target)", "rel_l2", "kl", "top1", "max_abs", "status")
+COLUMNS = ("target", "case", "tokens", "set (ref/target)", "rel_l2", "limit", "f32 floor", "kl", "top1", "worst pos",
+           "status")
 
 
 def _row(r: CaseResult) -> tuple[str, ...]:
@@ -14,11 +15,13 @@ def _row(r: CaseResult) -> tuple[str, ...]:
     detail = "; ".join(r.failures) or r.note
     if detail:
         status += f" ({detail})"
+    tol = r.tolerance or {}
+    floor = tol.get("floor") or {}
     return (
         r.target, r.case, r.label, sets,
-        _num(m.get("relative_l2")), _num(m.get("mean_kl")),
-        f"{m['top1_agreement']:.3f}" if "top1_agreement" in m else "-",
-        _num(m.get("max_abs_diff")), status,
+        _num(m.get("relative_l2")), _num(tol.get("rel_l2")) if m else "-", _num(floor.get("rel_l2")),
+        _num(m.get("mean_kl")), f"{m['top1_agreement']:.3f}" if "top1_agreement" in m else "-",
+        str(m.get("worst_position", "-")), status,
     )
 
 

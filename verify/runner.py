@@ -8,6 +8,7 @@ under test. Every target is loaded fresh here, never reused from an export.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from ..formats.factor_set import FactorSet
 from ..formats.hf.checkpoint import Checkpoint, open_checkpoint
 from ..formats.hf.config import read_config, spec_from_config
 from ..formats.spec import LongRopeSpec
+from ..formats.spec_inputs import with_start_tokens
 from .cases import Case, default_cases, parse_lengths
-from .metrics import compare_logits
+from .metrics import LogitComparison, compare_logits
 from .reference_run import CACHE_SEMANTICS, ReferenceRunner, decode_set_label
 from .report import ERROR, FAIL, PASS, SKIP, CaseInfo, CaseResult, VerifyReport
 from .targets import Target, TargetContext, TargetRequest, open_target
@@ -55,7 +57,9 @@ class VerifyOptions:
     reference_dtype: str | None = None  # None: float64, or float32 on CUDA when float64 does not fit
     seed: int = 0
     progress: bool = True
+    precision_floor: bool = True  # derive tolerances from each case's float32 floor as well as the table
     allow_beyond_max: bool = False  # let --lengths go past the spec's max_position_embeddings
+    start_tokens: int | None = None  # LongRoPE v1 n_hat for the truth (None: the spec's own, 0 for any config)
 
 
 def resolve_device(requested: str) -> str:
@@ -103,6 +107,7 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
     device = resolve_device(opts.device)
     checkpoint = open_checkpoint(src)  # refuses pickle-only, truncated or lying weights before any runtime reads them
     spec, spec_source = truth_spec(checkpoint, opts.reference_spec)
+    spec = with_start_tokens(spec, opts.start_tokens)  # positions < n_hat: plain RoPE in the truth
     geo = checkpoint.geometry
     vocab = geo.vocab_size
     l_orig, max_pos = spec.original_max_position_embeddings, spec.max_position_embeddings
@@ -112,6 +117,7 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
     targets = [open_target(request, context) for request in opts.targets]
     ref_dtype = REFERENCE_DTYPES[opts.reference_dtype] if opts.reference_dtype else None
     reference = ReferenceRunner(checkpoint, spec, device, ref_dtype)
+    runners = TruthRunners(reference, _floor_runner(checkpoint, spec, device, reference, opts.precision_floor))
     cases = explicit_cases or default_cases(l_orig, max_pos, device == "cuda", reference.max_tokens_in_memory())
     report = VerifyReport(
         src=str(src), device=device, dtype=opts.dtype, seed=opts.seed, cache_semantics=CACHE_SEMANTICS,
@@ -119,6 +125,7 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
                    "l_orig": l_orig, "max_positions": max_pos, "attention_factor": spec.attention_factor},
         tool_version=__version__,
     )
+    log.info(reference_estimate(checkpoint, reference.dtype, cases))
     ids = token_ids(vocab, max(c.length for c in cases), opts.seed)
     log.info("verify %s on %s: %d case(s) x %d target(s); reference %s", src, device, len(cases), len(targets),
              report.reference["dtype"])
@@ -126,31 +133,65 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
         with tqdm(total=len(cases) * len(targets), desc="verify", unit="run", disable=None if opts.progress else True,
                   leave=False) as bar:
             for case in cases:
-                _run_case(case, ids[:, :case.length], vocab, targets, reference, opts.tolerances, report, bar)
+                _run_case(case, ids[:, :case.length], vocab, targets, runners, opts.tolerances, report, bar)
     finally:
         for target in targets:
             target.close()
     return report
 
 
-def _run_case(case: Case, ids: torch.Tensor, vocab: int, targets: list[Target], reference: ReferenceRunner,
+def reference_estimate(checkpoint: Checkpoint, dtype: torch.dtype, cases: list[Case]) -> str:
+    """What the truth will cost: weights plus the longest case's KV cache, and the forward FLOPs of all cases
+    (2 x params per token, plus causal attention's 2 x layers x heads x head_dim x T^2)."""
+    g = checkpoint.geometry
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    params = sum(math.prod(t.shape) for t in checkpoint.tensors.values())
+    longest = max(c.length for c in cases)
+    cache = 2 * g.num_layers * g.num_kv_heads * g.head_dim * longest * itemsize
+    flops = sum(2 * params * c.length + 2 * g.num_layers * g.num_heads * g.head_dim * c.length**2 for c in cases)
+    return (f"reference ({str(dtype).removeprefix('torch.')}): ~{(params * itemsize + cache) / 2**30:.1f} GiB "
+            f"(weights + KV cache at {longest} tokens), ~{flops / 1e12:.2f} TFLOP over {len(cases)} case(s)")
+
+
+def _floor_runner(checkpoint: Checkpoint, spec: LongRopeSpec, device: str, reference: ReferenceRunner,
+                  wanted: bool) -> ReferenceRunner | None:
+    """A float32 reference (float32 angles, as transformers and llama.cpp form them) for the precision floor;
+    none when the truth itself is float32 or the floor is turned off."""
+    if not wanted or reference.dtype != torch.float64:
+        return None
+    return ReferenceRunner(checkpoint, spec, device, torch.float32)
+
+
+def _run_case(case: Case, ids: torch.Tensor, vocab: int, targets: list[Target], truth_runners: "TruthRunners",
               overrides: tuple[Override, ...], report: VerifyReport, bar) -> None:
-    keep = case.compared_positions(vocab)
-    truth = _CaseTruth(case, ids, keep, reference)
+    positions = case.positions(vocab, truth_runners.reference.spec.original_max_position_embeddings)
+    truth = _CaseTruth(case, ids, positions, truth_runners)
     for target in targets:
         bar.set_postfix_str(f"{target.kind} @ {case.label}")
-        report.results.append(_run_target(case, ids, keep, target, truth, overrides))
+        report.results.append(_run_target(case, ids, positions, target, truth, overrides, report))
         bar.update(1)
-    report.cases.append(CaseInfo(case.name, case.label, case.prefill, case.steps, case.length, keep,
-                                 truth.labels(), round(truth.seconds, 4)))
+    ranges = [list(r) for r in case.position_ranges(vocab, truth_runners.reference.spec.original_max_position_embeddings)]
+    report.cases.append(CaseInfo(case.name, case.label, case.prefill, case.steps, case.length, len(positions),
+                                 truth.labels(), round(truth.seconds, 4), ranges, truth.floor_dicts()))
+    log.info("case %s (%s): reference %.1f s; %s", case.label, case.name, truth.seconds,
+             ", ".join(f"{r.target} {r.status}" for r in report.results if r.label == case.label))
+
+
+@dataclass
+class TruthRunners:
+    """The float64 reference, and the float32 one whose distance from it is each case's precision floor."""
+
+    reference: ReferenceRunner
+    floor: ReferenceRunner | None
 
 
 class _CaseTruth:
-    """Reference logits for one case, computed once per factor set the targets ask for."""
+    """Reference logits for one case, computed once per factor set the targets ask for, with their floor."""
 
-    def __init__(self, case: Case, ids: torch.Tensor, keep: int, reference: ReferenceRunner):
-        self.case, self.ids, self.keep, self.reference = case, ids, keep, reference
+    def __init__(self, case: Case, ids: torch.Tensor, positions: torch.Tensor, runners: TruthRunners):
+        self.case, self.ids, self.positions, self.runners = case, ids, positions, runners
         self.by_set: dict[str, torch.Tensor] = {}
+        self.floors: dict[str, LogitComparison] = {}
         self.seconds = 0.0
         self.decode_label = ""
 
@@ -159,37 +200,51 @@ class _CaseTruth:
         key = which.value if which is not None else "decode"
         if key not in self.by_set:
             start = time.perf_counter()
-            try:
-                if which is None:
-                    logits, sets = self.reference.decode_logits(self.ids, self.case.prefill)
-                    self.decode_label = decode_set_label(sets)
-                else:
-                    logits = self.reference.prefill_logits(self.ids, which, self.keep)
-            except torch.cuda.OutOfMemoryError:
-                raise MemoryBudgetError(
-                    f"the reference at {self.case.length} tokens does not fit in GPU memory; pass shorter "
-                    "--lengths or --reference-dtype float32") from None
+            self.by_set[key] = self._run(self.runners.reference, which)
             self.seconds += time.perf_counter() - start
-            self.by_set[key] = logits
+            if self.runners.floor is not None:
+                self.floors[key] = compare_logits(self.by_set[key], self._run(self.runners.floor, which))
         return self.by_set[key], (self.decode_label if which is None else key)
+
+    def _run(self, runner: ReferenceRunner, which: FactorSet | None) -> torch.Tensor:
+        try:
+            if which is None:
+                logits, sets = runner.decode_logits(self.ids, self.case.prefill)
+                self.decode_label = decode_set_label(sets)
+                return logits
+            return runner.prefill_logits(self.ids, which, self.positions)
+        except torch.cuda.OutOfMemoryError:
+            raise MemoryBudgetError(
+                f"the reference at {self.case.length} tokens does not fit in GPU memory; pass shorter "
+                "--lengths or --reference-dtype float32") from None
+
+    def floor(self, which: FactorSet | None) -> LogitComparison | None:
+        return self.floors.get(which.value if which is not None else "decode")
 
     def labels(self) -> list[str]:
         return [self.decode_label if k == "decode" else k for k in self.by_set]
 
+    def floor_dicts(self) -> dict[str, dict]:
+        """Per reference set: how far float32 (the runtimes' order of operations) is from the float64 truth."""
+        return {(self.decode_label if k == "decode" else k): {"rel_l2": f.relative_l2, "kl": f.mean_kl,
+                                                              "top1": f.top1_agreement}
+                for k, f in self.floors.items()}
 
-def _run_target(case: Case, ids: torch.Tensor, keep: int, target: Target, truth: _CaseTruth,
-                overrides: tuple[Override, ...]) -> CaseResult:
+
+def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: Target, truth: _CaseTruth,
+                overrides: tuple[Override, ...], report: VerifyReport) -> CaseResult:
     result = CaseResult(target=target.name, kind=target.kind, precision=target.precision, artifact=target.path,
                         case=case.name, label=case.label, length=case.length, status=SKIP)
     reason = target.skip_reason(case)
     if reason:
         result.note = reason
         return result
-    ref, ref_set = truth.logits(None if case.is_decode else target.expected_set(case))
+    which = None if case.is_decode else target.expected_set(case)
+    ref, ref_set = truth.logits(which)
     result.reference_set = ref_set
     start = time.perf_counter()
     try:
-        out = target.run(case, ids, keep)
+        out = target.run(case, ids, positions)
         result.seconds = round(time.perf_counter() - start, 4)
         comparison = compare_logits(ref, out.logits)  # ValueError when the shapes differ
     except LongRopeError:
@@ -198,12 +253,17 @@ def _run_target(case: Case, ids: torch.Tensor, keep: int, target: Target, truth:
         log.debug("%s failed on %s", target.name, case.label, exc_info=True)
         result.status, result.failures = ERROR, [f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"]
         return result
-    tol = tolerance_for(target.kind, target.precision, overrides).at_length(case.length)
+    tol = tolerance_for(target.kind, target.precision, overrides, case.length, truth.floor(which))
+    compared = positions if not case.is_decode else torch.arange(case.prefill, case.length)
     result.factor_set, result.note = out.factor_set, out.note
-    result.metrics, result.tolerance = comparison.as_dict(), tol.as_dict()
+    result.metrics = comparison.as_dict() | {"worst_position": int(compared[comparison.worst_row])}
+    result.tolerance = tol.as_dict()
+    report.curves[(target.name, case.label)] = (compared.tolist(), list(comparison.row_errors))
     result.failures = failures(tol, comparison.relative_l2, comparison.mean_kl, comparison.top1_agreement,
                                comparison.max_abs_diff)
-    if out.factor_set != ref_set:
+    if out.failure:
+        result.failures.append(out.failure)
+    elif out.factor_set != ref_set:
         result.failures.append(f"target used {out.factor_set} factors, reference {ref_set}")
     result.status = FAIL if result.failures else PASS
     return result

@@ -5,7 +5,9 @@ n_ctx = L_orig for lengths <= L_orig, else the smallest multiple of 256 above L_
 then llama.cpp uses the set transformers would. When L_orig is not a multiple of 256 a short case may be
 impossible; the reference then runs with the set llama.cpp must use and the table says so. There is no
 decode case: the set cannot change inside one llama.cpp context. A case whose context (weights, KV cache,
-scores, the compared positions' logits) does not fit in host memory is skipped with a reason.
+scores, the compared positions' logits) does not fit in host memory is skipped with a reason. A GGUF without
+factor tensors llama.cpp loads (formats.gguf.reader.missing_factor_reason) fails every case with that reason and
+reports no factor set, even where plain RoPE happens to be close to the reference.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class LlamaCppTarget:
         self.geometry = context.geometry
         self.file_bytes = path.stat().st_size
         self.name = f"gguf:{path.name} ({self.precision})"
+        if self.facts.missing_factors:
+            log.warning("%s: %s", path, self.facts.missing_factors)
         if self.facts.l_orig is not None and self.facts.l_orig != self.l_orig:
             log.warning("%s: original_context_length %d differs from the reference's L_orig %d",
                         path, self.facts.l_orig, self.l_orig)
@@ -72,10 +76,12 @@ class LlamaCppTarget:
     def expected_set(self, case: Case) -> FactorSet:
         return choose_by_context_size(self.n_ctx(case), self.l_orig)
 
-    def run(self, case: Case, input_ids: torch.Tensor, keep: int) -> TargetOutput:
+    def run(self, case: Case, input_ids: torch.Tensor, positions: torch.Tensor) -> TargetOutput:
         n_ctx = self.n_ctx(case)
         tokens = [int(t) for t in input_ids[0].tolist()]
-        logits = self.runner.llama_cpp_logits(self.path, tokens, n_ctx, keep=keep)
+        logits = self.runner.llama_cpp_logits(self.path, tokens, n_ctx, positions=positions.tolist())
+        if not self.facts.has_factors:  # llama.cpp ran plain RoPE: no factor set to report, and a failure
+            return TargetOutput(torch.from_numpy(logits), None, f"n_ctx {n_ctx}", failure=self.facts.missing_factors)
         used = self.facts.single_set or FactorSet(
             self.runner.gguf_factor_set(n_ctx, self.facts.l_orig or self.l_orig))
         rule = choose_by_sequence_length(case.length, self.l_orig)

@@ -25,6 +25,7 @@ from .targets import TargetContext, TargetError, TargetOutput
 
 class OnnxTarget(SequenceRuleTarget):
     kind = "onnx"
+    expresses_start_tokens = True  # the graph applies its own n_hat (metadata); compared against the truth's
 
     def __init__(self, folder: Path, context: TargetContext):
         from .onnx_runner import OnnxDecoderSession
@@ -59,9 +60,10 @@ class OnnxTarget(SequenceRuleTarget):
         return too_big_reason(onnx_forward_bytes(case.prefill, self.geometry), available,
                               f"the graph's attention scores at {case.prefill} tokens ({where})")
 
-    def run(self, case: Case, input_ids: torch.Tensor, keep: int) -> TargetOutput:
+    def run(self, case: Case, input_ids: torch.Tensor, positions: torch.Tensor) -> TargetOutput:
         ids = input_ids.cpu().numpy().astype(np.int64)
-        note = f"graph frozen at {self.frozen.value}" if self.frozen else ""
+        note = "; ".join(n for n in (f"graph frozen at {self.frozen.value}" if self.frozen else "",
+                                     self._start_tokens_note()) if n)
         if case.is_decode:
             _, past = self.session.forward(ids[:, :case.prefill])
             steps = []
@@ -72,7 +74,14 @@ class OnnxTarget(SequenceRuleTarget):
             return TargetOutput(torch.from_numpy(np.stack(steps)), label, note)
         logits, _ = self.session.forward(ids)
         used = self.frozen or self.expected_set(case)
-        return TargetOutput(torch.from_numpy(np.ascontiguousarray(logits[0, -keep:])), used.value, note)
+        return TargetOutput(torch.from_numpy(np.ascontiguousarray(logits[0, positions.numpy()])), used.value, note)
+
+    def _start_tokens_note(self) -> str:
+        """Why the logits differ when the graph's n_hat (metadata) is not the truth's (verify --start-tokens)."""
+        graph, truth = self.session.spec.start_tokens, self.spec.start_tokens
+        if graph == truth:
+            return f"n_hat {graph}" if graph else ""
+        return f"graph has n_hat {graph} start tokens, reference {truth} (verify --start-tokens {graph})"
 
 
 def onnx_forward_bytes(tokens: int, geo: ModelGeometry) -> int:

@@ -1,6 +1,6 @@
 """Target: transformers itself, a fresh AutoModelForCausalLM loaded from the baked config (no remote code).
 
-Prefill cases keep only the compared tail's logits (`logits_to_keep`); decode cases prefill with the cache,
+Prefill cases keep only the compared positions' logits (`logits_to_keep` with an index tensor); decode cases prefill with the cache,
 then feed single tokens through it (transformers' own incremental decoding). Attention is SDPA on both
 devices ("longrope_sdpa": transformers' own, with KV heads expanded on CUDA so float32 GQA never falls back to
 the math kernel's [heads, T, T] scores): memory-efficient at long lengths, and as close to the float64
@@ -39,12 +39,13 @@ class TransformersTarget(SequenceRuleTarget):
         return cls(context)
 
     @torch.inference_mode()
-    def run(self, case: Case, input_ids: torch.Tensor, keep: int) -> TargetOutput:
+    def run(self, case: Case, input_ids: torch.Tensor, positions: torch.Tensor) -> TargetOutput:
         ids = input_ids.to(self.device)
         if case.is_decode:
             return TargetOutput(self._decode(ids, case.prefill), self.step_sets_label(case))
-        out = self.model(input_ids=ids, use_cache=False, logits_to_keep=keep)
-        return TargetOutput(out.logits[0, -keep:], self.expected_set(case).value)
+        # logits_to_keep takes an index tensor (transformers >= 4.50): logits only at the compared positions
+        out = self.model(input_ids=ids, use_cache=False, logits_to_keep=positions.to(self.device))
+        return TargetOutput(out.logits[0], self.expected_set(case).value)
 
     def _decode(self, ids: torch.Tensor, prefill: int) -> torch.Tensor:
         out = self.model(input_ids=ids[:, :prefill], use_cache=True, logits_to_keep=1)

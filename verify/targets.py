@@ -57,8 +57,9 @@ class TargetOutput:
     """Logits [positions, vocab] for the case's compared positions, and what the target says it did."""
 
     logits: "torch.Tensor"
-    factor_set: str  # "short", "long", or "short->long" for a decode case crossing L_orig
+    factor_set: str | None  # "short", "long", "short->long" for a decode case crossing L_orig; None: no factors
     note: str = ""
+    failure: str = ""  # a reason the case fails whatever the logits (a GGUF whose factor tensors are missing)
 
 
 class Target(Protocol):
@@ -77,8 +78,8 @@ class Target(Protocol):
     def expected_set(self, case: Case) -> FactorSet:
         """The set this target should use for a prefill case; the reference runs with it."""
 
-    def run(self, case: Case, input_ids: "torch.Tensor", keep: int) -> TargetOutput:
-        """Run the case on ids [1, case.length]; logits of the last `keep` positions (decode: of the steps)."""
+    def run(self, case: Case, input_ids: "torch.Tensor", positions: "torch.Tensor") -> TargetOutput:
+        """Run the case on ids [1, case.length]; logits at the sorted `positions` (decode: of the steps)."""
 
     def close(self) -> None:
         """Free the runtime's memory."""
@@ -104,7 +105,26 @@ def target_class(kind: str):
 
 def open_target(request: TargetRequest, context: TargetContext) -> Target:
     """Load one target; missing runtimes and unreadable artifacts are TargetErrors (exit 2)."""
-    return target_class(request.kind).open(request.path, context)
+    target = target_class(request.kind).open(request.path, context)
+    if context.spec.start_tokens and not getattr(target, "expresses_start_tokens", False):
+        return CannotExpressStartTokens(target, context.spec.start_tokens)
+    return target
+
+
+class CannotExpressStartTokens:
+    """A target checked against a truth with n_hat start tokens (verify --start-tokens) that its format cannot
+    express (HF configs, GGUF): every case is SKIPPED with the reason, never compared. A comparison would only
+    measure the missing feature, and a skip is no pass (a report needs one PASS)."""
+
+    def __init__(self, inner: Target, start_tokens: int):
+        self._inner, self._start_tokens = inner, start_tokens
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def skip_reason(self, case: Case) -> str | None:
+        return (f"{self._inner.kind} cannot express n_hat = {self._start_tokens} start tokens (LongRoPE v1); "
+                "only an export-onnx --start-tokens graph can")
 
 
 def parse_target(text: str) -> TargetRequest:

@@ -75,7 +75,7 @@ def build_demo_models(workdir: Path, hf_classes: tuple[str, ...] | None = None) 
         if hf_classes and hf_class not in hf_classes:
             continue
         arch = ARCHITECTURES[hf_class]
-        # where llama.cpp cannot switch sets (qwen2), the GGUF carries the long set only
+        # where the description names no llama.cpp arch that switches sets, the GGUF carries the long set only
         gguf_sets = "pair" if arch.gguf_pair_arch else "long"
         shape = TinyShape(original_max_position_embeddings=DEMO_L_ORIG, partial_rotary_factor=partial)
         base = workdir / arch.model_type

@@ -2,14 +2,16 @@
 
 bf16 -> f16 goes through a 65536-entry lookup table (bf16 -> f32 is exact, f32 -> f16 rounds to nearest even):
 the same bits as llama.cpp's converter, several times faster than a float32 round trip.
-bf16 and q8_0 rounding come from gguf-py's reference quantizers (`gguf.quants`).
+bf16 and q8_0 rounding come from gguf-py's reference quantizers (`gguf.quants`). The K-quants people ship
+(q4_k_m, q5_k_m, q6_k) and q4_0 come from llama.cpp's own quantizer (formats/gguf/quantize.py), run on a lossless
+intermediate GGUF in the source's float type; `auto` keeps the source's 16-bit type as llama.cpp's converter does.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import gguf
 import numpy as np
@@ -22,11 +24,25 @@ Q = gguf.GGMLQuantizationType
 
 @dataclass(frozen=True)
 class OutType:
-    """One `--outtype`: the type of 2-D weights and the GGUF file type. 1-D tensors always stay F32."""
+    """One `--outtype`: the type of 2-D weights and the GGUF file type. 1-D tensors always stay F32.
+
+    `llama_ftype` names the llama_cpp constant (e.g. LLAMA_FTYPE_MOSTLY_Q4_K_M) of a type only llama.cpp's
+    quantizer makes; `weight_type` is then its main block type (llama.cpp's mixture picks others per tensor)."""
 
     name: str
     weight_type: gguf.GGMLQuantizationType
     file_type: gguf.LlamaFileType
+    llama_ftype: str | None = None
+
+    @property
+    def needs_quantizer(self) -> bool:
+        return self.llama_ftype is not None
+
+
+def _quantizer_type(name: str, weight_type: gguf.GGMLQuantizationType) -> OutType:
+    """An outtype produced by llama.cpp's quantizer; gguf.LlamaFileType and llama_cpp share the member name."""
+    file_type = gguf.LlamaFileType[f"MOSTLY_{name.upper()}"]
+    return OutType(name, weight_type, file_type, f"LLAMA_FTYPE_{file_type.name}")
 
 
 OUTTYPES: dict[str, OutType] = {
@@ -36,8 +52,36 @@ OUTTYPES: dict[str, OutType] = {
         OutType("f16", Q.F16, gguf.LlamaFileType.MOSTLY_F16),
         OutType("bf16", Q.BF16, gguf.LlamaFileType.MOSTLY_BF16),
         OutType("q8_0", Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+        _quantizer_type("q4_0", Q.Q4_0),
+        _quantizer_type("q4_k_m", Q.Q4_K),
+        _quantizer_type("q5_k_m", Q.Q5_K),
+        _quantizer_type("q6_k", Q.Q6_K),
     )
 }
+AUTO = "auto"  # keep the source's float type, as llama.cpp's convert_hf_to_gguf.py --outtype auto
+OUTTYPE_CHOICES = (*OUTTYPES, AUTO)
+# a uniform source dtype -> the outtype that holds it exactly (the quantizer's intermediate)
+LOSSLESS_OUTTYPE = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
+
+
+def auto_outtype(matrix_dtypes: Iterable[str]) -> OutType:
+    """llama.cpp's converter rule (conversion/base.py, ftype GUESSED): the first 2-D tensor stored as BF16 or F16
+    decides (bf16 or f16); without one (an all-F32 checkpoint) the output is f16. `matrix_dtypes`: the
+    safetensors dtypes of the 2-D tensors in file order."""
+    for dtype in matrix_dtypes:
+        if dtype == "BF16":
+            return OUTTYPES["bf16"]
+        if dtype == "F16":
+            return OUTTYPES["f16"]
+    return OUTTYPES["f16"]
+
+
+def intermediate_outtype(matrix_dtypes: Iterable[str]) -> OutType:
+    """The float type of the GGUF handed to llama.cpp's quantizer: the source's own when all 2-D tensors share
+    it (no rounding before quantization), else f32."""
+    kinds = set(matrix_dtypes)
+    only = next(iter(kinds)) if len(kinds) == 1 else None
+    return OUTTYPES[LOSSLESS_OUTTYPE.get(only, "f32")]
 
 # safetensors dtype -> how its raw bytes are viewed (bf16 as uint16 bit patterns)
 SOURCE_VIEW = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}

@@ -1,5 +1,5 @@
 """Reading a GGUF back: its LongRoPE spec (our exact keys, else llama.cpp's tensors and keys) and the facts a
-runner needs (L_orig, weight precision, whether it holds one factor set or none)."""
+runner needs (L_orig, weight precision, whether it holds one factor set, or no factor tensors at all)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,13 @@ from .spec_keys import (
 )
 
 # gguf.LlamaFileType name -> precision name (verify's tolerance key); every other type is "quantized".
-FILE_TYPE_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16", "MOSTLY_Q8_0": "q8_0"}
+FILE_TYPE_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16", "MOSTLY_Q8_0": "q8_0",
+                       "MOSTLY_Q4_0": "q4_0", "MOSTLY_Q4_K_M": "q4_k_m", "MOSTLY_Q5_K_M": "q5_k_m",
+                       "MOSTLY_Q6_K": "q6_k"}
 TENSOR_TYPE_PRECISION = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
+T = gguf.MODEL_TENSOR
+PAIR_TENSORS = tuple(gguf.TENSOR_NAMES[t] + ".weight" for t in (T.ROPE_FACTORS_LONG, T.ROPE_FACTORS_SHORT))
+FREQS_TENSOR = gguf.TENSOR_NAMES[T.ROPE_FREQS] + ".weight"
 
 
 def read_gguf_spec(path: str | Path) -> LongRopeSpec | None:
@@ -82,8 +87,7 @@ def _spec_from_our_keys(fields: dict) -> LongRopeSpec:
 
 def _spec_from_llama_cpp(reader: gguf.GGUFReader, fields: dict) -> LongRopeSpec | None:
     tensors = {t.name: t for t in reader.tensors}
-    names = [gguf.TENSOR_NAMES[t] + ".weight" for t in (gguf.MODEL_TENSOR.ROPE_FACTORS_LONG,
-                                                          gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT)]
+    names = PAIR_TENSORS
     if not all(n in tensors for n in names):
         return None
     arch = fields.get(gguf.Keys.General.ARCHITECTURE)
@@ -111,17 +115,47 @@ class GgufFacts:
     l_orig: int | None  # <arch>.rope.scaling.original_context_length
     precision: str  # tolerance key
     single_set: FactorSet | None  # hf-to-gguf --factor-sets long|short: that set at every length
+    missing_factors: str | None = None  # why llama.cpp would run plain RoPE (no factor tensors it loads)
+
+    @property
+    def has_factors(self) -> bool:
+        return self.missing_factors is None
 
 
 def read_gguf_facts(path: Path) -> GgufFacts:
-    """What the GGUF header says about L_orig, weight precision and a single baked factor set."""
+    """What the GGUF header says about L_orig, weight precision, a single baked factor set and factor tensors."""
     reader = open_gguf(path)
     fields = gguf_fields(reader)
     arch = fields.get(gguf.Keys.General.ARCHITECTURE)
     l_orig = fields.get(gguf.Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) if arch else None
     sets = fields.get(KEY_FACTOR_SETS)
     single = FactorSet(sets) if sets in (FactorSet.LONG.value, FactorSet.SHORT.value) else None
-    return GgufFacts(int(l_orig) if l_orig is not None else None, _precision(reader, fields), single)
+    return GgufFacts(int(l_orig) if l_orig is not None else None, _precision(reader, fields), single,
+                     missing_factor_reason(reader, fields))
+
+
+def missing_factor_reason(reader: gguf.GGUFReader, fields: dict) -> str | None:
+    """Why llama.cpp would load no LongRoPE factors from this GGUF (None: it loads them). llama.cpp treats the
+    factor tensors as optional and runs plain RoPE silently without them; its llama graph loads the pair only
+    when `llama.rope.scaling.type` is longrope, and a single `rope_freqs` otherwise."""
+    names = {t.name for t in reader.tensors}
+    arch = fields.get(gguf.Keys.General.ARCHITECTURE)
+    has_pair, has_freqs = all(n in names for n in PAIR_TENSORS), FREQS_TENSOR in names
+    if not has_pair and not has_freqs:
+        return (f"rope factors missing: no {' / '.join(PAIR_TENSORS)} or {FREQS_TENSOR} tensor, so llama.cpp runs "
+                "plain RoPE")
+    scaling_type = fields.get(gguf.Keys.Rope.SCALING_TYPE.format(arch=arch))
+    if arch == gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA] and not has_freqs \
+            and scaling_type != gguf.RopeScalingType.LONGROPE.value:
+        return (f"rope factors missing for llama.cpp: arch llama loads {' / '.join(PAIR_TENSORS)} only when "
+                f"{gguf.Keys.Rope.SCALING_TYPE.format(arch=arch)} = longrope (it is {scaling_type!r})")
+    return None
+
+
+def read_gguf_factor_problem(path: str | Path) -> str | None:
+    """`missing_factor_reason` of the GGUF at `path`."""
+    reader = open_gguf(Path(path))
+    return missing_factor_reason(reader, gguf_fields(reader))
 
 
 def _precision(reader: gguf.GGUFReader, fields: dict) -> str:

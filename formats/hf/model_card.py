@@ -45,4 +45,32 @@ short_factor: `{_vector(spec.short_factor)}`
   The KV cache is not re-rotated when a generation crosses {l_orig}.
 - **llama.cpp (GGUF)**: long factors iff the context size n_ctx, rounded up to a multiple of
   {LLAMA_CPP_CTX_GRANULARITY}, exceeds {l_orig}; fixed for the whole context, whatever the prompt length.
+{llama_cpp_recipe(spec)}"""
+
+
+def llama_cpp_recipe(spec: LongRopeSpec, gguf_name: str = "model-q4_k_m.gguf") -> str:
+    """How to make and run a GGUF with llama.cpp, and which `-c` selects which factor set."""
+    l_orig, top = spec.original_max_position_embeddings, spec.max_position_embeddings
+    g = LLAMA_CPP_CTX_GRANULARITY
+    short_ctx = l_orig // g * g  # the largest -c that rounds up to at most L_orig (0: none does)
+    short_line = (f"llama-cli -m {gguf_name} -c {short_ctx}      # short factors: the original context" if short_ctx
+                  else f"# no -c gives the short factors: every context rounds up to at least {g} > {l_orig}")
+    return f"""
+## Running it with llama.cpp
+
+```
+longrope-convert hf-to-gguf . --outfile {gguf_name} --outtype q4_k_m    # or f16, bf16, q8_0, q5_k_m, q6_k, auto
+llama-cli -m {gguf_name} -c {top}      # long factors (any -c above {l_orig} after rounding up to {g})
+{short_line}
+```
+
+| `-c` (n_ctx) | factor set llama.cpp uses |
+|---|---|
+| 0 (the trained context, {top}) | long |
+| rounded up to a multiple of {g}, > {l_orig} | long, for every prompt in that context |
+| rounded up to a multiple of {g}, <= {l_orig} | short |
+
+A prompt shorter than {l_orig} tokens in a long context still runs with the long factors: pick `-c` for the
+prompts you expect. llama.cpp's own `convert_hf_to_gguf.py` drops LongRoPE factors for LLaMA/Mistral/Qwen2
+(plain RoPE, no warning); `longrope-convert hf-to-gguf` writes them.
 """

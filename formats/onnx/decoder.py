@@ -18,6 +18,7 @@ from ..factor_set import FactorSet
 from ..hf.checkpoint import Checkpoint
 from ..hf.geometry import ModelGeometry
 from ..hf.weights import WeightReader
+from ..spec_inputs import with_start_tokens
 from . import names as N
 from .graph_builder import ExternalDataWriter, GraphBuilder
 from .layers import PRECISIONS, AttentionInputs, Precision, add_layer_weights, decoder_layer, rms_norm
@@ -34,13 +35,14 @@ class DecoderGraphOptions:
     opset: int = DEFAULT_OPSET
     with_past: bool = True
     frozen_factor_set: FactorSet | None = None  # a deliberately wrong graph: one set at every length
+    start_tokens: int = 0  # LongRoPE v1 n_hat: positions below it keep plain RoPE (no config can carry it)
 
 
 def build_decoder_graph(checkpoint: Checkpoint, options: DecoderGraphOptions,
                         external: ExternalDataWriter | None, version: str) -> onnx.ModelProto:
     """The whole decoder; initializers stream into `external` when given (models over 2 GB)."""
     p = PRECISIONS[options.dtype]
-    geo, spec = checkpoint.geometry, checkpoint.require_spec()
+    geo, spec = checkpoint.geometry, with_start_tokens(checkpoint.require_spec(), options.start_tokens or None)
     b = GraphBuilder(options.opset, external)
     ids = b.add_input(N.INPUT_IDS, TensorProto.INT64, [N.BATCH, N.SEQUENCE])
     mask = b.add_input(N.ATTENTION_MASK, TensorProto.INT64, [N.BATCH, N.TOTAL_SEQUENCE])

@@ -26,6 +26,7 @@ SELECTION = PREFIX + "selection"
 ARCHITECTURE = PREFIX + "architecture"
 NUM_LAYERS = PREFIX + "num_layers"
 DTYPE = PREFIX + "dtype"
+START_TOKENS = PREFIX + "start_tokens"  # LongRoPE v1 n_hat; written only when > 0 (plain graphs stay as they were)
 
 SELECTION_DYNAMIC = "dynamic: long iff past_sequence_length + sequence_length > original_max_position_embeddings"
 
@@ -65,6 +66,8 @@ def spec_metadata(spec: LongRopeSpec, facts: GraphFacts) -> dict[str, str]:
         NUM_LAYERS: facts.num_layers,
         DTYPE: facts.dtype,
     }
+    if spec.start_tokens:
+        values[START_TOKENS] = spec.start_tokens
     return {key: json.dumps(value) for key, value in values.items()}
 
 
@@ -87,7 +90,21 @@ def spec_from_metadata(props: dict[str, str], source: str = "model.onnx") -> Lon
         rope_theta=float(v[ROPE_THETA]),
         rotary_dim=int(v[ROTARY_DIM]),
         explicit_attention_factor=v[EXPLICIT_ATTENTION_FACTOR],
+        start_tokens=_start_tokens(props, source),
     )
+
+
+def _start_tokens(props: dict[str, str], source: str) -> int:
+    """n_hat of the graph: absent (every graph without start tokens, older exports too) means 0."""
+    if START_TOKENS not in props:
+        return 0
+    try:
+        value = json.loads(props[START_TOKENS])
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"metadata {START_TOKENS!r} must be a non-negative integer", source)
+    return value
 
 
 def facts_from_metadata(props: dict[str, str], source: str = "model.onnx") -> GraphFacts:

@@ -59,3 +59,52 @@ def llama_cpp_comparison(gguf: Path, baked: Path, length: int, n_ctx: int, facto
 
     got = llama_cpp_logits(gguf, token_ids(length, seed=length), n_ctx)
     return compare_logits(reference_logits(baked, length, factor_set, spec), torch.from_numpy(np.asarray(got)))
+
+
+# K-quants work on blocks of 256 values per row: the demo's hidden size 64 would make llama.cpp's quantizer fall back
+# (Q4_K -> Q5_0, Q6_K -> Q8_0) for every matrix, so K-quant tests use rows of 256 and 512.
+KQUANT_SHAPE = {"hidden_size": 256, "intermediate_size": 512, "head_dim": 64, "num_heads": 4, "num_kv_heads": 2}
+
+
+def write_kquant_model(root: Path, hf_class: str, seed: int = 4321) -> Path:
+    """A baked tiny checkpoint (L_orig 256 -> 1024, the demo's example factors and tokenizer) whose matrix rows
+    are multiples of 256; returns the baked folder."""
+    from longrope_convert.convert.bake import bake_checkpoint
+    from longrope_convert.convert.demo.models import DEMO_MAX, write_example_factor_files
+    from longrope_convert.convert.demo.tiny_checkpoint import TinyShape, write_tiny_checkpoint
+    from longrope_convert.convert.demo.tiny_tokenizer import write_tiny_tokenizer
+    from longrope_convert.formats.spec_inputs import SpecRequest
+
+    partial, tokenizer = DEMO_MODELS[hf_class]
+    shape = TinyShape(original_max_position_embeddings=L_ORIG, partial_rotary_factor=partial, **KQUANT_SHAPE)
+    base = root / hf_class
+    plain = write_tiny_checkpoint(base / "plain", hf_class, shape, seed=seed)
+    write_tiny_tokenizer(plain, tokenizer, shape.vocab_size)
+    long_path, short_path = write_example_factor_files(base, int(shape.head_dim * partial))
+    request = SpecRequest(long_factors=long_path, short_factors=short_path, max_position_embeddings=DEMO_MAX)
+    return bake_checkpoint(plain, base / "longrope", request).output
+
+
+FACTOR_TENSORS = {"rope_factors_long.weight", "rope_factors_short.weight"}
+
+
+def strip_tensors(src, dst, drop: set[str], drop_keys: tuple[str, ...] = ("GGUF.",)) -> None:
+    """Copy a GGUF without the tensors named in `drop` and keys starting with `drop_keys`."""
+    import gguf
+    from longrope_convert.formats.gguf.reader import field_value
+
+    reader = gguf.GGUFReader(src)
+    arch = field_value(reader.fields["general.architecture"])
+    writer = gguf.GGUFWriter(dst, arch)
+    for key, field in reader.fields.items():
+        if key.startswith(drop_keys) or key == "general.architecture":
+            continue
+        sub = field.types[1] if len(field.types) > 1 else None
+        writer.add_key_value(key, field_value(field), field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        if t.name not in drop:
+            writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

@@ -189,12 +189,12 @@ def test_attention_and_mlp_biases_are_in_the_graph(tmp_path):
     """LLaMA with attention_bias and mlp_bias: every bias (q/k/v/o, gate/up/down) reaches the graph."""
     import json
 
+    import torch
     from longrope_convert.convert.bake import bake_checkpoint
     from longrope_convert.convert.demo.models import write_example_factor_files
     from longrope_convert.convert.demo.tiny_checkpoint import write_tiny_checkpoint
     from longrope_convert.convert.export_onnx import export_onnx
     from longrope_convert.formats.spec_inputs import SpecRequest
-    import torch
     from safetensors.torch import load_file, save_file
 
     plain = write_tiny_checkpoint(tmp_path / "plain", "LlamaForCausalLM", seed=3)

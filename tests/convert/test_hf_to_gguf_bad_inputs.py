@@ -1,11 +1,12 @@
 """hf-to-gguf refuses bad input with one typed line and exit 2, leaves nothing at OUT and the inputs untouched:
-the cases only GGUF has (Qwen2 pair, tokenizers, a failure mid-write). The shared corpus runs in
+the cases only GGUF has (a quantizer type without llama-cpp-python, tokenizers, a failure mid-write). The shared corpus runs in
 tests/reliability/test_bad_inputs.py."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,13 @@ def plain_argv(s: Setup, *extra: str) -> list[str]:
     return ["hf-to-gguf", str(s.src), "-o", str(s.out), *extra]
 
 
-def test_qwen2_pair_is_refused_with_the_way_out(tmp_path, capsys, gguf_models):
-    s = baked_setup(tmp_path, gguf_models["Qwen2ForCausalLM"])
-    assert_refused(s, plain_argv(s), capsys, "Qwen2ForCausalLM", "--factor-sets long")
+@pytest.mark.parametrize("outtype", ("q4_k_m", "q6_k", "q4_0"))
+def test_quantizer_outtype_without_llama_cpp_names_the_extra(tmp_path, capsys, gguf_models, monkeypatch, outtype):
+    """K-quants come from llama.cpp's quantizer only: without llama-cpp-python, one line naming the extra."""
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp raises ImportError
+    s = baked_setup(tmp_path, gguf_models["LlamaForCausalLM"])
+    assert_refused(s, plain_argv(s, "--outtype", outtype), capsys, f"--outtype {outtype}",
+                   "pip install 'longrope-convert[llama]'")
 
 
 def test_missing_tokenizer_needs_no_vocab(tmp_path, capsys, gguf_models):

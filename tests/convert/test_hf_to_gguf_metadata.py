@@ -13,7 +13,7 @@ from longrope_convert.formats.hf.config import read_config, spec_from_config
 from longrope_convert.formats.spec_inputs import SpecRequest
 from safetensors.numpy import load_file
 
-from .gguf_fixtures import converted, gguf_models, gguf_out
+from .gguf_fixtures import FACTOR_TENSORS, converted, gguf_models, gguf_out, strip_tensors
 
 __all__ = ["gguf_models", "gguf_out"]
 
@@ -28,7 +28,8 @@ def tensors(path) -> dict:
 
 
 @pytest.mark.parametrize("hf_class, arch", [
-    ("LlamaForCausalLM", "llama"), ("MistralForCausalLM", "llama"), ("Phi3ForCausalLM", "phi3"),
+    ("LlamaForCausalLM", "llama"), ("MistralForCausalLM", "llama"), ("Qwen2ForCausalLM", "llama"),
+    ("Phi3ForCausalLM", "phi3"),
 ])
 def test_rope_keys_and_factor_tensors(gguf_models, gguf_out, hf_class, arch):
     path = converted(gguf_models[hf_class], gguf_out, "f16", "pair")
@@ -53,8 +54,7 @@ def test_rope_keys_and_factor_tensors(gguf_models, gguf_out, hf_class, arch):
 
 def test_spec_reads_back_exactly(gguf_models, gguf_out):
     for hf_class, baked in gguf_models.items():
-        factor_sets = "long" if hf_class == "Qwen2ForCausalLM" else "pair"
-        spec = read_gguf_spec(converted(baked, gguf_out, "f16", factor_sets))
+        spec = read_gguf_spec(converted(baked, gguf_out, "f16", "pair"))
         assert spec == spec_from_config(read_config(baked)), hf_class
 
 
@@ -130,6 +130,44 @@ def test_qwen2_single_set_permutes_weights_and_biases(gguf_models, gguf_out):
     assert "llama.rope.scaling.type" not in fields(converted(baked, gguf_out, "f32", "long"))
 
 
+def test_qwen2_pair_is_arch_llama_with_biases_and_both_sets(gguf_models, gguf_out):
+    """llama.cpp's qwen2 graph loads no factors; its llama graph loads the pair and optional q/k/v biases."""
+    baked = gguf_models["Qwen2ForCausalLM"]
+    hf = load_file(baked / "model.safetensors")
+    path = converted(baked, gguf_out, "f32", "pair")
+    ts, kv = tensors(path), fields(path)
+    assert kv["general.architecture"] == "llama" and kv["llama.rope.scaling.type"] == "longrope"
+    assert {"rope_factors_long.weight", "rope_factors_short.weight"} <= set(ts) and "rope_freqs.weight" not in ts
+    for p in "qkv":
+        assert f"blk.1.attn_{p}.bias" in ts
+    np.testing.assert_array_equal(ts["blk.1.attn_q.bias"].data,
+                                  llama_cpp_permute(hf["model.layers.1.self_attn.q_proj.bias"], 4, 4))
+    np.testing.assert_array_equal(ts["blk.1.attn_v.bias"].data, hf["model.layers.1.self_attn.v_proj.bias"])
+
+
+def test_gguf_with_keys_but_no_factor_tensors_is_reported(gguf_models, gguf_out, tmp_path):
+    """Our keys but no factor tensors: llama.cpp would run plain RoPE; facts and inspect say so."""
+    from longrope_convert.formats.artifact_spec import NotLongRopeError, read_any_spec
+    from longrope_convert.formats.gguf.reader import read_gguf_facts
+
+    path = converted(gguf_models["LlamaForCausalLM"], gguf_out, "f32", "pair")
+    assert read_gguf_facts(path).has_factors and read_gguf_facts(path).missing_factors is None
+    stripped = tmp_path / "stripped.gguf"
+    strip_tensors(path, stripped, FACTOR_TENSORS)
+    facts = read_gguf_facts(stripped)
+    assert not facts.has_factors and "rope factors missing" in facts.missing_factors
+    with pytest.raises(NotLongRopeError, match="keys but rope factors missing"):
+        read_any_spec(stripped)
+    neither = tmp_path / "neither.gguf"
+    strip_tensors(path, neither, FACTOR_TENSORS, ("GGUF.", "longrope_convert."))
+    with pytest.raises(NotLongRopeError, match="no longrope_convert keys, no factor tensors"):
+        read_any_spec(neither)
+    untyped = tmp_path / "untyped.gguf"  # llama arch ignores the pair without rope.scaling.type = longrope
+    strip_tensors(path, untyped, set(), ("GGUF.", "llama.rope.scaling.type"))
+    assert "only when llama.rope.scaling.type = longrope" in read_gguf_facts(untyped).missing_factors
+    assert read_gguf_facts(converted(gguf_models["Qwen2ForCausalLM"], gguf_out, "f32", "long")).has_factors
+
+
 def test_phi3_fused_tensors_are_kept_as_llama_cpp_expects(gguf_models, gguf_out):
     baked = gguf_models["Phi3ForCausalLM"]
     hf = load_file(baked / "model.safetensors")
@@ -193,3 +231,23 @@ def test_output_independent_of_chunk_size(gguf_models, gguf_out, tmp_path, monke
         convert_hf_to_gguf(baked, out, outtype=outtype, progress=False)
         assert out.read_bytes() == reference
         monkeypatch.undo()
+
+
+@pytest.mark.parametrize("l_orig, top, long_c, short_c", [(256, 1024, 1024, 256), (4096, 131072, 131072, 4096),
+                                                         (4000, 128000, 128000, 3840), (200, 800, 800, None)])
+def test_model_card_llama_cpp_recipe(l_orig, top, long_c, short_c):
+    """-c N gives long iff N rounded up to 256 > L_orig; the card's short example must round to <= L_orig."""
+    from longrope_convert.formats.factor_set import FactorSet, choose_by_context_size
+    from longrope_convert.formats.hf.model_card import llama_cpp_recipe
+    from longrope_convert.formats.spec import LongRopeSpec
+
+    spec = LongRopeSpec(long_factor=(2.0,) * 8, short_factor=(1.0,) * 8, original_max_position_embeddings=l_orig,
+                        max_position_embeddings=top, rope_theta=10000.0, rotary_dim=16)
+    text = llama_cpp_recipe(spec)
+    assert f"-c {long_c}      # long factors" in text and "| 0 (the trained context" in text
+    assert choose_by_context_size(long_c, l_orig) is FactorSet.LONG
+    if short_c is None:
+        assert "no -c gives the short factors" in text
+    else:
+        assert f"-c {short_c}      # short factors" in text
+        assert choose_by_context_size(short_c, l_orig) is FactorSet.SHORT

@@ -48,8 +48,7 @@ def test_tiny_tokenizer_is_deterministic_and_vocab_sized(tmp_path, kind):
 
 @pytest.mark.parametrize("hf_class", ("LlamaForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM"))
 def test_vocab_keys(gguf_models, gguf_out, hf_class):
-    factor_sets = "long" if hf_class == "Qwen2ForCausalLM" else "pair"
-    reader = gguf.GGUFReader(converted(gguf_models[hf_class], gguf_out, "f16", factor_sets))
+    reader = gguf.GGUFReader(converted(gguf_models[hf_class], gguf_out, "f16", "pair"))
     kv = {k: field_value(f) for k, f in reader.fields.items()}
     bpe = TOKENIZER_KIND[hf_class] == "bpe"
     assert kv["tokenizer.ggml.model"] == ("gpt2" if bpe else "llama")
@@ -66,9 +65,8 @@ def test_vocab_keys(gguf_models, gguf_out, hf_class):
 @pytest.mark.parametrize("hf_class", ("LlamaForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM"))
 def test_llama_cpp_tokenizes_like_the_original(gguf_models, gguf_out, hf_class):
     llama_cpp = pytest.importorskip("llama_cpp")
-    factor_sets = "long" if hf_class == "Qwen2ForCausalLM" else "pair"
-    folder = gguf_models[hf_class]
-    llm = llama_cpp.Llama(model_path=str(converted(folder, gguf_out, "f16", factor_sets)), vocab_only=True,
+    folder = gguf_models[hf_class]  # Qwen2 too: arch llama with its pair of factor sets
+    llm = llama_cpp.Llama(model_path=str(converted(folder, gguf_out, "f16", "pair")), vocab_only=True,
                           verbose=False)
     ours = llm.tokenize(SAMPLE.encode(), add_bos=False, special=True)
     if TOKENIZER_KIND[hf_class] == "bpe":
@@ -81,3 +79,34 @@ def test_llama_cpp_tokenizes_like_the_original(gguf_models, gguf_out, hf_class):
         expected = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).encode(SAMPLE)
     assert ours == expected
     assert len(ours) > 100
+
+
+def test_qwen2_pre_tokenizer_under_arch_llama(gguf_models, tmp_path):
+    """Qwen2's own tokenizer.json split regex -> tokenizer.ggml.pre = qwen2 in an arch-llama GGUF: llama.cpp picks
+    its pre-tokenizer by that name whatever the arch, loads the model and splits digits one by one as Qwen2 does."""
+    import json
+    import shutil
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from longrope_convert.convert.hf_to_gguf import convert_hf_to_gguf
+    from longrope_convert.formats.gguf.vocab import QWEN2_REGEX
+    from longrope_convert.verify.llama_cpp_runner import llama_cpp_logits
+    from tokenizers import Tokenizer
+
+    src = tmp_path / "qwen2"
+    shutil.copytree(gguf_models["Qwen2ForCausalLM"], src)
+    data = json.loads((src / "tokenizer.json").read_text())
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": QWEN2_REGEX}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    (src / "tokenizer.json").write_text(json.dumps(data))
+    out = convert_hf_to_gguf(src, tmp_path / "q.gguf", outtype="f32", progress=False).output
+    kv = {k: field_value(f) for k, f in gguf.GGUFReader(out).fields.items()}
+    assert (kv["general.architecture"], kv["tokenizer.ggml.pre"]) == ("llama", "qwen2")
+    llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False)
+    ours = llm.tokenize(SAMPLE.encode(), add_bos=False, special=True)
+    expected = Tokenizer.from_file(str(src / "tokenizer.json")).encode(SAMPLE).ids
+    assert ours == expected
+    digits = llm.tokenize(b" 12345", add_bos=False, special=False)
+    assert len(digits) >= 5  # one token per digit (Qwen2's \p{N}), not GPT-2's digit runs
+    assert llama_cpp_logits(out, ours[:8], 256).shape == (8, 512)

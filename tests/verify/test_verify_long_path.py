@@ -26,9 +26,11 @@ def test_chunked_prefill_equals_one_forward(mistral, monkeypatch, which):
     monkeypatch.setattr(reference_run, "MAX_CHUNK", 64)  # 10 chunks, the tail split inside one
     runner = ReferenceRunner(mistral, ReferenceDecoder(mistral).spec)
     assert runner.chunk_size(600) == 64
-    tail = runner.prefill_logits(ids, which, keep=100)
+    tail = runner.prefill_logits(ids, which, torch.arange(500, 600))
     assert tail.shape == (100, 512)
     assert torch.allclose(tail, whole[-100:], rtol=0, atol=1e-10)
+    spread = torch.tensor([0, 1, 63, 64, 255, 256, 257, 599])  # head, chunk edges, around L_orig, last
+    assert torch.allclose(runner.prefill_logits(ids, which, spread), whole[spread], rtol=0, atol=1e-10)
 
 
 def test_decode_steps_switch_sets_with_the_cache(mistral):

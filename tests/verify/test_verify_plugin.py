@@ -43,8 +43,8 @@ class NoisyTarget(SequenceRuleTarget):
     def open(cls, path, context):
         return cls(context)
 
-    def run(self, case, input_ids, keep):
-        logits = self.model.forward(input_ids, factor_set=self.expected_set(case)).logits[0, -keep:]
+    def run(self, case, input_ids, positions):
+        logits = self.model.forward(input_ids, factor_set=self.expected_set(case)).logits[0, positions]
         noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)) * logits.std() * self.NOISE
         return TargetOutput(logits + noise, self.expected_set(case).value)
 

@@ -104,12 +104,15 @@ def _synthetic_report() -> VerifyReport:
                           reference={"dtype": "float64", "device": "cpu", "spec_source": "m/config.json",
                                      "l_orig": 256, "max_positions": 1024, "attention_factor": 1.118},
                           tool_version="0.1.0")
-    report.cases.append(CaseInfo("short", "200", 200, 0, 200, 200, ["short"], 0.1))
-    metrics = {"max_abs_diff": 1e-5, "relative_l2": 1e-7, "mean_kl": 1e-12, "top1_agreement": 1.0, "positions": 200}
+    report.cases.append(CaseInfo("short", "200", 200, 0, 200, 200, ["short"], 0.1, [[0, 200]],
+                                 {"short": {"rel_l2": 1e-6, "kl": 1e-13, "top1": 1.0}}))
+    metrics = {"max_abs_diff": 1e-5, "relative_l2": 1e-7, "mean_kl": 1e-12, "top1_agreement": 1.0, "positions": 200,
+               "worst_position": 17}
     tol = Tolerance(1e-4, 1e-6, 0.99).as_dict()
+    floored = Tolerance(1e-4, 1e-6, 0.99, floor={"rel_l2": 1e-6, "kl": 1e-13, "top1": 1.0, "margin": 4.0}).as_dict()
     report.results += [
         CaseResult("transformers (float32)", "transformers", "float32", "m", "short", "200", 200, "pass", "short",
-                   "short", metrics, tol, [], "", 0.2),
+                   "short", metrics, floored, [], "", 0.2),
         CaseResult("onnx:x (fp32)", "onnx", "fp32", "x", "short", "200", 200, "fail", "long", "short",
                    {**metrics, "relative_l2": math.nan}, tol, ["rel_l2 nan > 0.0001"], "", 0.1),
         CaseResult("gguf:y (f32)", "gguf", "f32", "y", "decode", "255+2", 257, "skip", note="no cache switch"),
@@ -157,5 +160,24 @@ def test_chunked_comparison_equals_the_whole_at_once(monkeypatch):
     assert chunked.positions == 300
     assert chunked.max_abs_diff == pytest.approx((ref - t).abs().max().item(), rel=1e-12)
     assert chunked.relative_l2 == pytest.approx(((ref - t).norm() / ref.norm()).item(), rel=1e-12)
+    assert chunked.worst_row == int((ref - t).abs().amax(-1).argmax())
+    rows = ((ref - t).norm(dim=-1) / ref.norm(dim=-1)).tolist()
+    assert chunked.row_errors == pytest.approx(rows, rel=1e-12)
     assert chunked.mean_kl == pytest.approx((log_p.exp() * (log_p - log_q)).sum(-1).mean().item(), rel=1e-9)
     assert chunked.top1_agreement == (ref.argmax(-1) == t.argmax(-1)).double().mean().item() < 1.0
+
+
+def test_precision_floor_raises_limits_but_never_an_override():
+    from longrope_convert.verify.metrics import LogitComparison
+    from longrope_convert.verify.tolerances import FLOOR_MARGIN
+
+    floor = LogitComparison(max_abs_diff=0.1, relative_l2=1.2e-3, mean_kl=1e-5, top1_agreement=0.998, positions=9)
+    tol = tolerance_for("transformers", "float32", (), 16384, floor)
+    assert tol.rel_l2 == pytest.approx(FLOOR_MARGIN * 1.2e-3) and tol.kl == pytest.approx(FLOOR_MARGIN**2 * 1e-5)
+    assert tol.top1 == pytest.approx(0.99) and tol.floor["rel_l2"] == 1.2e-3
+    tiny = LogitComparison(max_abs_diff=0.0, relative_l2=1e-9, mean_kl=0.0, top1_agreement=1.0, positions=9)
+    table = tolerance_for("transformers", "float32", (), 200)
+    assert tolerance_for("transformers", "float32", (), 200, tiny).rel_l2 == table.rel_l2  # the table is the floor
+    override = parse_override("rel_l2=1e-9")
+    assert tolerance_for("transformers", "float32", (override,), 16384, floor).rel_l2 == pytest.approx(
+        1e-9 * (1 + 16384 / 4096))
