@@ -24,6 +24,7 @@ from ..formats.hf.config import read_config, spec_from_config
 from ..formats.spec import LongRopeSpec
 from ..formats.spec_inputs import with_start_tokens
 from .cases import Case, default_cases, parse_lengths
+from .device_map import parse_device_map
 from .metrics import LogitComparison, compare_logits
 from .reference_run import CACHE_SEMANTICS, ReferenceRunner, decode_set_label
 from .report import ERROR, FAIL, PASS, SKIP, CaseInfo, CaseResult, VerifyReport
@@ -58,6 +59,7 @@ class VerifyOptions:
     seed: int = 0
     progress: bool = True
     precision_floor: bool = True  # derive tolerances from each case's float32 floor as well as the table
+    device_map: str | None = None  # "auto" | "balanced" | "sequential" | a JSON file (verify/device_map.py)
     allow_beyond_max: bool = False  # let --lengths go past the spec's max_position_embeddings
     start_tokens: int | None = None  # LongRoPE v1 n_hat for the truth (None: the spec's own, 0 for any config)
 
@@ -113,7 +115,8 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
     l_orig, max_pos = spec.original_max_position_embeddings, spec.max_position_embeddings
     explicit_cases = (parse_lengths(opts.lengths, l_orig, max_pos, opts.allow_beyond_max)  # checked before loading
                       if opts.lengths else None)
-    context = TargetContext(checkpoint=checkpoint, spec=spec, device=device, dtype=opts.dtype)
+    device_map = parse_device_map(opts.device_map)
+    context = TargetContext(checkpoint=checkpoint, spec=spec, device=device, dtype=opts.dtype, device_map=device_map)
     targets = [open_target(request, context) for request in opts.targets]
     ref_dtype = REFERENCE_DTYPES[opts.reference_dtype] if opts.reference_dtype else None
     reference = ReferenceRunner(checkpoint, spec, device, ref_dtype)

@@ -31,8 +31,8 @@ class TransformersTarget(SequenceRuleTarget):
         self.name = f"transformers ({context.dtype})"
         self.path = str(context.src)
         self.model = load_transformers_model(context.src, TORCH_DTYPES[context.dtype], context.device,
-                                            ATTENTION_NAME)
-        self.device = context.device
+                                            ATTENTION_NAME, context.device_map)
+        self.device = self.model.get_input_embeddings().weight.device  # the first device of a split model
 
     @classmethod
     def open(cls, path: Path | None, context: TargetContext) -> "TransformersTarget":

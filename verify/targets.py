@@ -42,6 +42,7 @@ class TargetContext:
     spec: LongRopeSpec
     device: str  # "cpu" or "cuda"
     dtype: str  # float32 | bfloat16 | float16 (for targets whose precision is chosen at load time)
+    device_map: str | dict | None = None  # verify --device-map: accelerate's placement for transformers
 
     @property
     def src(self) -> Path:

@@ -10,7 +10,7 @@ from .transformers_attention import ATTENTION_NAME, register_longrope_attention
 
 
 def load_transformers_model(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                            attn_implementation: str = "eager"):
+                            attn_implementation: str = "eager", device_map: str | dict | None = None):
     """A fresh AutoModelForCausalLM in eval mode; never trust_remote_code; eager attention unless told
     otherwise ("longrope_sdpa", transformers' SDPA with KV heads expanded on CUDA, for long GPU cases)."""
     import transformers
@@ -22,6 +22,8 @@ def load_transformers_model(folder: str | Path, dtype: torch.dtype = torch.float
     kwargs = {"attn_implementation": attn_implementation, "trust_remote_code": False}
     major = int(transformers.__version__.split(".")[0])
     kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
+    if device_map is not None:  # accelerate places the modules (several GPUs); no .to() afterwards
+        return AutoModelForCausalLM.from_pretrained(str(folder), device_map=device_map, **kwargs).eval()
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     return model.to(device).eval()
 

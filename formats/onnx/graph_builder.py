@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 
 EXTERNAL_MIN_BYTES = 1024  # smaller initializers stay inside the protobuf
 EXTERNAL_ALIGNMENT = 4096  # page-aligned offsets let onnxruntime memory-map the weights
+CUSTOM_DOMAIN_VERSION = 1  # onnxruntime's contrib ops (com.microsoft) all live in opset 1 of their domain
 
 NUMPY_TO_ONNX = {
     np.dtype(np.float32): TensorProto.FLOAT,
@@ -63,6 +64,7 @@ class GraphBuilder:
         self._ids = itertools.count()
         self._consts: dict[tuple, str] = {}
         self._names: set[str] = set()
+        self._domains: set[str] = set()  # custom operator domains used (com.microsoft): each needs an opset import
 
     def _fresh(self, hint: str) -> str:
         name = f"{hint}_{next(self._ids)}"
@@ -72,10 +74,25 @@ class GraphBuilder:
     def op(self, op_type: str, *inputs: str, outputs: int = 1, name: str | None = None, **attrs) -> str | list[str]:
         """Add one node; `name` prefixes its outputs so the graph stays readable in Netron."""
         prefix = name or op_type
+        if attrs.get("domain"):
+            self._domains.add(attrs["domain"])
         outs = [self._fresh(f"{prefix}/out{i}" if outputs > 1 else prefix) for i in range(outputs)]
         self.graph.node.append(helper.make_node(op_type, list(inputs), outs, name=self._fresh(f"{prefix}/node"),
                                                 **attrs))
         return outs[0] if outputs == 1 else outs
+
+    def op_multi(self, op_type: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> list[str]:
+        """A node with explicit input slots ("" = optional input left out) and output names ("" = not wanted)."""
+        if attrs.get("domain"):
+            self._domains.add(attrs["domain"])
+        outs = [out or "" for out in outputs]
+        self._names.update(o for o in outs if o)
+        self.graph.node.append(helper.make_node(op_type, inputs, outs, name=self._fresh(f"{name}/node"), **attrs))
+        return outs
+
+    def fresh_name(self, hint: str) -> str:
+        """A new unique value name (for op_multi outputs)."""
+        return self._fresh(hint)
 
     def op_to(self, op_type: str, inputs: list[str], output: str, **attrs) -> str:
         """Add a node writing a fixed (graph output) name."""
@@ -121,7 +138,9 @@ class GraphBuilder:
         self.graph.output.extend(self.outputs)
         model = self._model
         model.opset_import.append(helper.make_opsetid("", self.opset))
-        model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+        for domain in sorted(self._domains):
+            model.opset_import.append(helper.make_opsetid(domain, CUSTOM_DOMAIN_VERSION))
+        model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
         model.producer_name, model.producer_version = producer, version
         helper.set_model_props(model, metadata)
         return model
