@@ -7,15 +7,18 @@ Exit codes: 0 success, 1 verification mismatch, 2 bad usage or input, 3 internal
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
 
 import click
 
-from ..formats.errors import LongRopeError
+from ..formats.errors import LongRopeError, display_path
 
 # verb -> "module:attribute"; each module is imported only when its verb (or --help) needs it.
 COMMANDS = {
@@ -78,7 +81,39 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return with_log_options(getattr(importlib.import_module(module), attr))
+
+
+# The global options, accepted after the verb too (`longrope-convert bake SRC -o OUT -v`): users put them there.
+LOG_OPTIONS = (
+    click.Option(["-v", "--verbose", "log_verbose"], count=True, help="More log output (-vv for debug)."),
+    click.Option(["-q", "--quiet", "log_quiet"], is_flag=True, help="Only warnings and errors."),
+    click.Option(["--debug", "log_debug"], is_flag=True, help="Show a traceback on errors."),
+)
+
+
+def with_log_options(command: click.Command) -> click.Command:
+    """Give `command` (and every subcommand of a group) the global -v/-q/--debug, once; given there, they
+    add to those given before the verb and logging is configured again before the command runs."""
+    if getattr(command, "_log_options", False):
+        return command
+    command._log_options = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_log_options(sub)
+        return command
+    command.params.extend(LOG_OPTIONS)
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def run_with_logging(*args, log_verbose: int = 0, log_quiet: bool = False, log_debug: bool = False, **kwargs):
+        root = click.get_current_context().find_root()
+        if log_verbose or log_quiet:
+            _configure_logging(root.params.get("verbose", 0) + log_verbose, root.params.get("quiet") or log_quiet)
+        return callback(*args, **kwargs)
+
+    command.callback = run_with_logging
+    return command
 
 
 class _OneLineFormatter(logging.Formatter):
@@ -109,6 +144,24 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+# Errors of the machine a run can meet while writing (a full disk or quota, a file too large for the
+# filesystem, a read-only mount): reported as one line with exit 2, since no code change would fix them.
+MACHINE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS")
+                           if hasattr(errno, name))
+
+
+def _machine_error(exc: OSError) -> str:
+    """`PATH: no space left on device`, with the path where the OSError names one."""
+    reason = (exc.strerror or os.strerror(exc.errno)).lower()
+    return f"{display_path(exc.filename)}: {reason}" if exc.filename else reason
+
+
+def _internal_error(exc: Exception) -> None:
+    text = " ".join(str(exc).split())[:300]
+    click.echo(f"error: internal error {type(exc).__name__}: {text} (rerun with --debug for a traceback)", err=True)
+    sys.exit(EXIT_INTERNAL)
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -133,10 +186,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if debug:
+            raise
+        if exc.errno in MACHINE_ERRNOS:  # the disk, not the program: exit 2 like any other input problem
+            click.echo(f"error: {_machine_error(exc)}; nothing was written at the output path", err=True)
+            sys.exit(2)
+        _internal_error(exc)
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
         if debug:
             raise
-        text = " ".join(str(exc).split())[:300]
-        click.echo(f"error: internal error {type(exc).__name__}: {text} (rerun with --debug for a traceback)", err=True)
-        sys.exit(EXIT_INTERNAL)
+        _internal_error(exc)
     sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(n) in standalone_mode=False returns n

@@ -43,20 +43,11 @@ def compose(stages: tuple[Path, ...], out: Path | None, as_json: bool, dry_run: 
     if out is not None and not dry_run:
         check_output_path(out, list(stages), force, kind="file")  # before reading: never into an input
     composed = compose_factor_files(list(stages))
+    from .inspect_report import compose_table
+
     click.echo(compose_table(composed))
     if dry_run:
         return
     with atomic_output_file(out, force) as tmp:
         tmp.write_text(factor_json(composed.product) if as_json else factor_lines(composed.product))
     click.echo(f"product of {len(stages)} stages written to {display_path(out)}")
-
-
-def compose_table(composed: ComposedFactors) -> str:
-    """One row per rotary pair: each stage's factor and the product; a header naming the stage files."""
-    head = [f"stage {i}: {display_path(p)}" for i, p in enumerate(composed.paths, start=1)]
-    cols = [f"stage {i}" for i in range(1, len(composed.stages) + 1)] + ["product"]
-    rows = [f"{'i':>4} " + " ".join(f"{c:>12}" for c in cols)]
-    for i, values in enumerate(zip(*composed.stages, composed.product)):
-        rows.append(f"{i:>4} " + " ".join(f"{v:>12.6g}" for v in values))
-    return "\n".join(head + rows)
-

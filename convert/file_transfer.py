@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..formats.errors import CheckpointError
+from ..formats.input_paths import confined_file, present
 
 log = logging.getLogger(__name__)
 COPY_CHUNK = 16 * 1024 * 1024
@@ -41,14 +42,20 @@ def _link_or_copy(src: Path, dst: Path, bar: tqdm, allow_links: bool) -> str:
     return "copied"
 
 
+MAX_COMPANION_BYTES = 256 * 1024 * 1024  # tokenizer.json is the largest companion (~30 MB in real models)
+
+
 def copy_small_files(src_dir: Path, names: tuple[str, ...], dest_dir: Path) -> list[str]:
-    """Copy the named companion files that exist (tokenizer, generation config, licence)."""
+    """Copy the named companion files that exist (tokenizer, generation config, licence). Each is confined to
+    the checkpoint first (formats/input_paths.py): a link to a file outside SRC or a FIFO is refused, never
+    copied into the output or blocked on."""
     copied = []
     for name in names:
-        f = src_dir / name
-        if f.is_file():
-            if (dest_dir / name).exists():  # e.g. a shard of that name, hard-linked to SRC: never write through it
-                raise CheckpointError(f"{name} is both a weight file and a companion file", src_dir)
-            shutil.copy2(f, dest_dir / name)
-            copied.append(name)
+        if not present(src_dir, name):
+            continue
+        f = confined_file(src_dir, name, CheckpointError, MAX_COMPANION_BYTES, "companion files")
+        if (dest_dir / name).exists():  # e.g. a shard of that name, hard-linked to SRC: never write through it
+            raise CheckpointError(f"{name} is both a weight file and a companion file", src_dir)
+        shutil.copy2(f, dest_dir / name)
+        copied.append(name)
     return copied

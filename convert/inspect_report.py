@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats.atomic_output import atomic_output_file
-from ..formats.errors import LongRopeError
+from ..formats.errors import LongRopeError, display_path
+from ..formats.factor_compose import ComposedFactors
 from ..formats.factor_files import read_factor_file
 from ..formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
 from ..formats.longrope2 import fit_longrope2
@@ -94,3 +95,13 @@ def plot_spec(spec: LongRopeSpec, png: Path, force: bool = False) -> None:
             fig.savefig(tmp, dpi=110, format="png")  # the temp name has no .png suffix to infer it from
     finally:
         plt.close(fig)
+
+
+def compose_table(composed: ComposedFactors) -> str:
+    """One row per rotary pair: each stage's factor and the product; a header naming the stage files."""
+    head = [f"stage {i}: {display_path(p)}" for i, p in enumerate(composed.paths, start=1)]
+    cols = [f"stage {i}" for i in range(1, len(composed.stages) + 1)] + ["product"]
+    rows = [f"{'i':>4} " + " ".join(f"{c:>12}" for c in cols)]
+    for i, values in enumerate(zip(*composed.stages, composed.product)):
+        rows.append(f"{i:>4} " + " ".join(f"{v:>12.6g}" for v in values))
+    return "\n".join(head + rows)

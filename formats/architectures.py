@@ -37,8 +37,13 @@ class Role(str, enum.Enum):
     UP = "up"
     GATE_UP = "gate_up"  # gate and up stacked by rows, gate first
     DOWN = "down"
+    ROUTER = "router"  # sparse MoE: [num_experts, hidden] router logits (PhiMoE block_sparse_moe.gate)
+    EXPERT_GATE = "expert_gate"  # one expert's gate (w1), up (w3) and down (w2); slots carry the expert index
+    EXPERT_UP = "expert_up"
+    EXPERT_DOWN = "expert_down"
 
 
+EXPERT_ROLES = (Role.EXPERT_GATE, Role.EXPERT_UP, Role.EXPERT_DOWN)
 NORMS = frozenset({Role.INPUT_NORM, Role.POST_NORM, Role.FINAL_NORM})
 LINEAR = frozenset({Role.Q, Role.K, Role.V, Role.QKV, Role.O, Role.GATE, Role.UP, Role.GATE_UP, Role.DOWN})
 ROTATED = frozenset({Role.Q, Role.K})  # rows llama.cpp's llama graph wants permuted (adjacent-pair rotation)
@@ -57,6 +62,7 @@ class TensorSlot:
     layer: int | None = None
     is_bias: bool = False
     required: bool = True
+    expert: int | None = None  # which expert of a sparse MoE layer (EXPERT_ROLES only)
 
 
 def role_shape(role: Role, geo: "ModelGeometry") -> tuple[int, ...]:
@@ -68,6 +74,8 @@ def role_shape(role: Role, geo: "ModelGeometry") -> tuple[int, ...]:
         Role.FINAL_NORM: (h,), Role.INPUT_NORM: (h,), Role.POST_NORM: (h,),
         Role.Q: (q, h), Role.K: (kv, h), Role.V: (kv, h), Role.QKV: (q + 2 * kv, h), Role.O: (h, q),
         Role.GATE: (inter, h), Role.UP: (inter, h), Role.GATE_UP: (2 * inter, h), Role.DOWN: (h, inter),
+        Role.ROUTER: (geo.num_experts, h),
+        Role.EXPERT_GATE: (inter, h), Role.EXPERT_UP: (inter, h), Role.EXPERT_DOWN: (h, inter),
     }
     return shapes[role]
 
@@ -103,6 +111,11 @@ class Architecture:
     # keys a plain (pre-LongRoPE) config of this architecture carries beyond the common ones
     plain_config_keys: ClassVar[dict] = {}
     default_window: ClassVar[int | None] = None  # transformers' sliding_window when config.json has no such key
+    # the decoder's norm ("rms": RMSNorm, weight only; "layer": LayerNorm with weight and bias) and its MLP routing
+    # (None: dense; "sparsemixer": PhiMoE's top-2 sparsemixer, verify/reference_moe.py)
+    norm: ClassVar[str] = "rms"
+    moe_routing: ClassVar[str | None] = None
+    gguf_moe_routing: ClassVar[str | None] = None  # what llama.cpp's graph computes instead, where it differs
 
     # ----- tensors --------------------------------------------------------------------------------------
     def global_slots(self, geo: "ModelGeometry") -> list[TensorSlot]:
@@ -199,6 +212,55 @@ class Phi3(Architecture):
     gguf_pair_arch = gguf_single_arch = "phi3"
     gguf_requires_endoftext = True
     plain_config_keys = {"sliding_window": None, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
+
+
+@register
+class PhiMoE(Architecture):
+    """Phi-3.5-MoE (docs/phimoe.md): LayerNorms with biases, biased q/k/v/o, a biased untied head, and a sparse MoE
+    MLP (router `block_sparse_moe.gate`, experts `block_sparse_moe.experts.{e}.w1/w3/w2` = gate/up/down) routed
+    top-2 by sparsemixer; short/long_mscale in rope_scaling replace the default attention factor."""
+
+    hf_class, model_type = "PhimoeForCausalLM", "phimoe"
+    config_style = "phimoe"
+    norm = "layer"
+    moe_routing = "sparsemixer"
+    layer_names = Architecture.layer_names | {
+        Role.ROUTER: "block_sparse_moe.gate",
+        Role.EXPERT_GATE: "block_sparse_moe.experts.{e}.w1",
+        Role.EXPERT_UP: "block_sparse_moe.experts.{e}.w3",
+        Role.EXPERT_DOWN: "block_sparse_moe.experts.{e}.w2",
+    }
+    required_biases = frozenset({Role.Q, Role.K, Role.V, Role.O})
+    gguf_pair_arch = gguf_single_arch = "phimoe"
+    gguf_moe_routing = "softmax_topk"  # llama.cpp's phimoe graph: softmax over all experts, top-2, renormalised
+    # Phi-3.5-MoE's published values for the keys its modeling code reads (4 experts keep the tiny model small)
+    plain_config_keys = {"sliding_window": None, "attention_bias": True, "lm_head_bias": True,
+                         "num_local_experts": 4, "num_experts_per_tok": 2, "router_jitter_noise": 0.01,
+                         "input_jitter_noise": 0.0}
+
+    def global_slots(self, geo: "ModelGeometry") -> list[TensorSlot]:
+        """The LLaMA globals plus the final LayerNorm's bias and the head's bias (lm_head_bias: true)."""
+        names = self.global_names
+        return super().global_slots(geo) + [
+            TensorSlot(f"{names[Role.FINAL_NORM]}.bias", Role.FINAL_NORM, role_shape(Role.FINAL_NORM, geo),
+                       is_bias=True),
+            TensorSlot(f"{names[Role.LM_HEAD]}.bias", Role.LM_HEAD, (geo.vocab_size,), is_bias=True),
+        ]
+
+    def layer_slots(self, i: int, geo: "ModelGeometry") -> list[TensorSlot]:
+        """Norm weight+bias pairs, biased attention, the router, then every expert's gate, up and down."""
+        prefix = self.layer_prefix.format(i=i)
+        slots = []
+        for role in (Role.INPUT_NORM, Role.POST_NORM, *self.attention_roles):
+            name, shape = f"{prefix}.{self.layer_names[role]}", role_shape(role, geo)
+            slots += [TensorSlot(f"{name}.weight", role, shape, i),
+                      TensorSlot(f"{name}.bias", role, shape[:1], i, is_bias=True)]
+        slots.append(TensorSlot(f"{prefix}.{self.layer_names[Role.ROUTER]}.weight", Role.ROUTER,
+                                role_shape(Role.ROUTER, geo), i))
+        for e in range(geo.num_experts):
+            slots += [TensorSlot(f"{prefix}.{self.layer_names[role].format(e=e)}.weight", role, role_shape(role, geo),
+                                 i, expert=e) for role in EXPERT_ROLES]
+        return slots
 
 
 ARCHITECTURES: dict[str, Architecture] = {name: cls() for name, cls in REGISTRY.items()}

@@ -9,20 +9,29 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FactorFileError
 from .factor_set import FactorSet
-from .json_io import read_bounded
+from .hf.rope_keys import positions, rope_theta
+from .json_io import parse_json, read_bounded
 
 log = logging.getLogger(__name__)
 
 MAX_FACTOR_FILE_BYTES = 1024 * 1024  # real files are 2-130 KB (a 100-layer x 64 matrix)
 MAX_VALUES = 65536
+# The GGUF stores factors as F32: a value outside float32's normal range would become inf or 0 (or lose
+# precision as a denormal) there, so the same bounds hold for every output.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
+# A plain decimal number as the LongRoPE search writes it (no underscores, no hex, no commas), or nan/inf
+# (parsed, then refused by validate_factors as not finite with its own message).
+STRICT_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)", re.IGNORECASE)
+DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,10 @@ class FactorFileContents:
     unnamed: tuple[float, ...] | None = None
     long: tuple[float, ...] | None = None
     short: tuple[float, ...] | None = None
+    # context lengths a config excerpt carries beside its factors (None: the file does not say)
+    original_max_position_embeddings: int | None = None
+    max_position_embeddings: int | None = None
+    rope_theta: float | None = None
 
     def vector_for(self, which: FactorSet) -> tuple[float, ...] | None:
         if self.unnamed is not None:
@@ -74,19 +87,19 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _parse_float(token: str, path: Path, where: str) -> float:
-    try:
-        return float(token)
-    except ValueError:
-        raise FactorFileError(f"{where}: {token[:40]!r} is not a number", path) from None
+    """One number, strictly: Python's float() also takes `1_5`, which no factor file means."""
+    if not STRICT_NUMBER.fullmatch(token):
+        raise FactorFileError(f"{where}: {token[:40]!r} is not a number", path)
+    return float(token)
 
 
 def _parse_text(path: Path, text: str) -> tuple[float, ...]:
     """One value per line, or a comma/whitespace matrix with one row per layer."""
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    _refuse_decimal_commas(path, lines)
     rows: list[list[float]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for lineno, line in lines:
         tokens = [t for t in line.replace(",", " ").split()]
         rows.append([_parse_float(t, path, f"line {lineno}") for t in tokens])
         if len(rows) > MAX_VALUES:
@@ -96,6 +109,20 @@ def _parse_text(path: Path, text: str) -> tuple[float, ...]:
     if all(len(r) == 1 for r in rows):
         return tuple(r[0] for r in rows)
     return _collapse_matrix(path, rows)
+
+
+def _refuse_decimal_commas(path: Path, lines: list[tuple[int, str]]) -> None:
+    """`1,1 1,2` (a locale's decimal commas) would otherwise read as a matrix of integers. A file is taken for
+    decimal commas when it has no '.' at all and every line holds several `digits,digits` fields separated by
+    whitespace or semicolons. (A comma matrix has no such separators; `1,2` alone on a line stays a row.)"""
+    if not lines or any("." in line for _, line in lines):
+        return
+    for _, line in lines:
+        fields = re.split(r"[\s;]+", line)
+        if len(fields) < 2 or not all(DECIMAL_COMMA.match(f) for f in fields):
+            return
+    lineno, line = lines[0]
+    raise FactorFileError(f"line {lineno}: {line.split()[0][:40]!r} looks like a decimal comma: use '.'", path)
 
 
 def _collapse_matrix(path: Path, rows: list[list[float]]) -> tuple[float, ...]:
@@ -118,10 +145,7 @@ def _same(a: float, b: float) -> bool:
 
 
 def _parse_json(path: Path, text: str) -> FactorFileContents:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FactorFileError(f"not valid JSON ({exc})", path) from None
+    data = parse_json(text, path, FactorFileError)
     if isinstance(data, list):
         return FactorFileContents(str(path), unnamed=_json_vector(path, data, "the list"))
     if not isinstance(data, dict):
@@ -135,7 +159,21 @@ def _parse_json(path: Path, text: str) -> FactorFileContents:
         str(path),
         long=_json_vector(path, long, "long_factor") if long is not None else None,
         short=_json_vector(path, short, "short_factor") if short is not None else None,
+        **_context_lengths(path, data, rope),
     )
+
+
+def _context_lengths(path: Path, data: dict, rope: dict) -> dict:
+    """L_orig, max and theta a config excerpt carries (top level first, as Phi-3's config; else in the rope
+    dict), checked like config.json's own."""
+    found: dict = {}
+    for key in ("original_max_position_embeddings", "max_position_embeddings"):
+        where, value = (key, data[key]) if data.get(key) is not None else (f"rope dict's {key}", rope.get(key))
+        found[key] = positions(value, where, str(path))
+    theta = data.get("rope_theta") if data.get("rope_theta") is not None else rope.get("rope_theta")
+    if theta is not None:
+        found["rope_theta"] = rope_theta({"rope_theta": theta}, str(path))
+    return found
 
 
 def _find_rope_dict(path: Path, data: dict) -> dict:
@@ -161,8 +199,11 @@ def _json_vector(path: Path, values: object, name: str) -> tuple[float, ...]:
 
 def _json_number(path: Path, value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FactorFileError(f"{name} holds {value!r}, not a number", path)
-    return float(value)
+        raise FactorFileError(f"{name} holds {str(value)[:40]!r}, not a number", path)
+    try:
+        return float(value)
+    except OverflowError:  # an integer literal with hundreds of digits
+        raise FactorFileError(f"{name} holds an integer too large for a float", path) from None
 
 
 def _parse_npy(path: Path, data: bytes) -> tuple[float, ...]:
@@ -208,6 +249,10 @@ def validate_factors(
             raise FactorFileError(f"value {i} is {v}; factors must be finite", path)
         if v <= 0:
             raise FactorFileError(f"value {i} is {v}; factors must be > 0", path)
+        if not FLOAT32_MIN_NORMAL <= v <= FLOAT32_MAX:
+            kind = "overflows" if v > FLOAT32_MAX else "underflows"
+            raise FactorFileError(f"value {i} is {v}, which {kind} float32 (the GGUF's factor type): factors must "
+                                  f"lie in [{FLOAT32_MIN_NORMAL:.4g}, {FLOAT32_MAX:.4g}]", path)
     return ValidatedFactors(tuple(values), start_tokens)
 
 

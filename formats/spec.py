@@ -40,6 +40,9 @@ class LongRopeSpec:
     rotary_dim: int
     explicit_attention_factor: float | None = None
     start_tokens: int = 0
+    # PhiMoE's `short_mscale`/`long_mscale`: a per-set attention factor replacing the one above (docs/phimoe.md)
+    short_attention_factor: float | None = None
+    long_attention_factor: float | None = None
     rotary_dim_source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -66,9 +69,9 @@ class LongRopeSpec:
             )
         if not (math.isfinite(self.rope_theta) and self.rope_theta > 1):
             raise SpecError(f"rope_theta must be a finite number > 1, got {self.rope_theta}")
-        af = self.explicit_attention_factor
-        if af is not None and not (math.isfinite(af) and af > 0):
-            raise SpecError(f"attention factor must be finite and > 0, got {af}")
+        for af in (self.explicit_attention_factor, self.short_attention_factor, self.long_attention_factor):
+            if af is not None and not (math.isfinite(af) and af > 0):
+                raise SpecError(f"attention factor must be finite and > 0, got {af}")
         if self.start_tokens < 0:
             raise SpecError(f"start tokens (n_hat) must be >= 0, got {self.start_tokens}")
 
@@ -89,6 +92,16 @@ class LongRopeSpec:
         if self.explicit_attention_factor is not None:
             return self.explicit_attention_factor
         return self.attention_factor_default
+
+    def attention_factor_for(self, which: FactorSet) -> float:
+        """The mscale multiplying cos/sin when `which` runs: the set's own (PhiMoE short/long_mscale) if given."""
+        own = self.long_attention_factor if which is FactorSet.LONG else self.short_attention_factor
+        return own if own is not None else self.attention_factor
+
+    @property
+    def has_per_set_attention_factors(self) -> bool:
+        """True when the two sets carry different attention factors (one GGUF key cannot express that)."""
+        return self.attention_factor_for(FactorSet.SHORT) != self.attention_factor_for(FactorSet.LONG)
 
     def factors(self, which: FactorSet) -> tuple[float, ...]:
         return self.long_factor if which is FactorSet.LONG else self.short_factor
@@ -146,7 +159,8 @@ class LongRopeSpec:
             which = self.factor_set_for_length(int(positions.max().item()) + 1)
         pos = positions.to(dtype)
         cos, sin = _angles_to_cos_sin(pos[..., None] * self.inv_freq(which, dtype, positions.device)[None, :])
-        cos, sin = cos * self.attention_factor, sin * self.attention_factor
+        mscale = self.attention_factor_for(which)
+        cos, sin = cos * mscale, sin * mscale
         if self.start_tokens > 0:
             plain_cos, plain_sin = _angles_to_cos_sin(pos[..., None] * self.inv_freq(None, dtype, positions.device))
             keep_plain = (positions < self.start_tokens)[..., None]

@@ -7,11 +7,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import FactorFileError, SpecError
-from .factor_files import read_factor_file, validate_factors, warn_on_unusual
+from .factor_files import (
+    FactorFileContents,
+    read_factor_file,
+    validate_factors,
+    warn_on_unusual,
+)
 from .factor_set import FactorSet
 from .hf.config import spec_from_config
 from .hf.geometry import geometry
-from .hf.rope_keys import original_max_positions, rope_theta
+from .hf.rope_keys import (
+    check_rope_numbers,
+    max_positions,
+    original_max_positions,
+    rope_theta,
+)
 from .spec import LongRopeSpec, plain_factors
 
 log = logging.getLogger(__name__)
@@ -35,17 +45,22 @@ class StartTokensError(SpecError):
 
 
 def spec_for_checkpoint(config: dict, request: SpecRequest, source: str = "config.json") -> tuple[LongRopeSpec, list[str]]:
-    """The spec to bake: factors from files (or the config when it already is longrope), numbers from options
-    or the config. Returns the spec and the warnings raised about unusual values."""
+    """The spec to bake: factors from files (or the config when it already is longrope), numbers from options,
+    else the long factor file when it is a config excerpt carrying them, else the config. Returns the spec and
+    the warnings raised about unusual values."""
+    check_rope_numbers(config, source)
     geo = geometry(config, source)
     existing = spec_from_config(config, source)
+    long_contents = read_factor_file(request.long_factors) if request.long_factors is not None else None
+    request = with_excerpt_lengths(request, long_contents)
     l_orig = _default_l_orig(config, existing, request, source)
-    max_pos = request.max_position_embeddings or int(config.get("max_position_embeddings") or 0)
+    max_pos = request.max_position_embeddings or max_positions(config, source) or 0
     if max_pos <= l_orig and request.max_position_embeddings is None:
         raise SpecError(
             f"max_position_embeddings ({max_pos}) does not extend L_orig ({l_orig}): pass --max-position-embeddings"
         )
-    long, short, start_tokens = _factor_vectors(request, existing, geo.rotary_dim, geo.rotary_dim_derivation)
+    long, short, start_tokens = _factor_vectors(request, long_contents, existing, geo.rotary_dim,
+                                                geo.rotary_dim_derivation)
     attention = request.attention_factor
     if attention is None and existing is not None and request.long_factors is None:
         attention = existing.explicit_attention_factor
@@ -54,16 +69,33 @@ def spec_for_checkpoint(config: dict, request: SpecRequest, source: str = "confi
         short_factor=short,
         original_max_position_embeddings=int(l_orig),
         max_position_embeddings=int(max_pos),
-        rope_theta=rope_theta(config),
+        rope_theta=rope_theta(config, source),
         rotary_dim=geo.rotary_dim,
         explicit_attention_factor=attention,
         start_tokens=start_tokens,
         rotary_dim_source=geo.rotary_dim_derivation,
     )
+    if existing is not None and request.attention_factor is None:  # PhiMoE's short/long_mscale carry over
+        spec = replace(spec, short_attention_factor=existing.short_attention_factor,
+                       long_attention_factor=existing.long_attention_factor)
     warnings = []
     for which, path in ((FactorSet.LONG, request.long_factors), (FactorSet.SHORT, request.short_factors)):
         warnings += warn_on_unusual(spec.factors(which), str(path or source), f"{which.value} factors", spec.scale)
     return spec, warnings
+
+
+def with_excerpt_lengths(request: SpecRequest, contents: FactorFileContents | None) -> SpecRequest:
+    """The request with the context lengths a config excerpt carries (Phi-3's has L_orig 4096 and max 131072)
+    filled in where no option gave them: the factors were searched for exactly those lengths."""
+    if contents is None:
+        return request
+    l_orig = request.original_max_position_embeddings or contents.original_max_position_embeddings
+    max_pos = request.max_position_embeddings or contents.max_position_embeddings
+    for name, value, given in (("original_max_position_embeddings", l_orig, request.original_max_position_embeddings),
+                               ("max_position_embeddings", max_pos, request.max_position_embeddings)):
+        if value is not None and given is None:
+            log.info("%s = %d from %s", name, value, contents.path)
+    return replace(request, original_max_position_embeddings=l_orig, max_position_embeddings=max_pos)
 
 
 def _default_l_orig(config: dict, existing: LongRopeSpec | None, request: SpecRequest, source: str) -> int:
@@ -72,26 +104,29 @@ def _default_l_orig(config: dict, existing: LongRopeSpec | None, request: SpecRe
         return request.original_max_position_embeddings
     if existing is not None:
         return existing.original_max_position_embeddings
-    l_orig = original_max_positions(config)
+    l_orig = original_max_positions(config, source)
     if l_orig:
         return l_orig
-    plain_max = config.get("max_position_embeddings")
-    if isinstance(plain_max, int) and plain_max > 0 and request.max_position_embeddings:
+    plain_max = max_positions(config, source)
+    if plain_max and request.max_position_embeddings:
         log.info("L_orig = %d from the plain-RoPE source's max_position_embeddings", plain_max)
         return plain_max
+    if plain_max:  # the usual first run on a plain checkpoint: what is missing is the extended context
+        raise SpecError(f"{source} is a plain-RoPE checkpoint trained at {plain_max} tokens (taken as L_orig): pass "
+                        "--max-position-embeddings M, the extended context the factors were searched for")
     raise SpecError(f"{source} has no original_max_position_embeddings: pass --original-max-position-embeddings")
 
 
-def _factor_vectors(request: SpecRequest, existing: LongRopeSpec | None, rotary_dim: int, derivation: str):
+def _factor_vectors(request: SpecRequest, long_contents: FactorFileContents | None, existing: LongRopeSpec | None,
+                    rotary_dim: int, derivation: str):
     half = rotary_dim // 2
-    if request.long_factors is None:
+    if long_contents is None:
         if existing is None:
             raise FactorFileError("no --long-factors given and the source config is not longrope")
         short = existing.short_factor
         if request.short_factors is not None:
             short = _load(request.short_factors, FactorSet.SHORT, half, derivation, request).values
         return existing.long_factor, short, existing.start_tokens
-    long_contents = read_factor_file(request.long_factors)
     long = _check(long_contents.vector_for(FactorSet.LONG), request.long_factors, FactorSet.LONG, half, derivation, request)
     if request.short_factors is not None:
         short = _load(request.short_factors, FactorSet.SHORT, half, derivation, request).values

@@ -1,4 +1,4 @@
-"""An independent PyTorch decoder (LLaMA, Mistral, Qwen2, Phi-3) whose rotary comes from the LongRoPE spec.
+"""An independent PyTorch decoder (LLaMA, Mistral, Qwen2, Phi-3, PhiMoE) whose rotary comes from the LongRoPE spec.
 
 It shares no modeling code with transformers: weights are read from safetensors, cos/sin from
 `LongRopeSpec.cos_sin`. float64 is the truth; float32 mimics transformers' order of operations.
@@ -18,6 +18,7 @@ from ..formats.factor_set import FactorSet
 from ..formats.hf.checkpoint import Checkpoint, as_checkpoint
 from ..formats.hf.rope_keys import rope_theta
 from ..formats.spec import LongRopeSpec, plain_factors
+from .reference_moe import moe_mlp
 from .reference_weights import DecoderWeights, LayerWeights, load_decoder_weights
 
 
@@ -76,13 +77,21 @@ class ReferenceDecoder:
     """Load once, run many forwards. `spec` overrides the config's LongRoPE numbers (to test wrong ones)."""
 
     def __init__(self, checkpoint: Checkpoint | str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu",
-                 spec: LongRopeSpec | None = None):
+                 spec: LongRopeSpec | None = None, moe_routing: str | None = None,
+                 layer_devices: list[str] | None = None):
+        """`moe_routing` overrides the architecture's MoE routing rule (to measure a runtime's own rule);
+        `layer_devices` places layer i on layer_devices[i] (a model split over several GPUs)."""
         checkpoint = as_checkpoint(checkpoint)
         self.config, self.arch, self.geo = checkpoint.config, checkpoint.arch, checkpoint.geometry
         self.spec = spec or checkpoint.spec or plain_rope_spec(self.config, self.geo.rotary_dim)
         self.dtype, self.device = dtype, device
         self.windows = checkpoint.windows  # per layer, from the architecture's rule (transformers' layer_types)
-        self.weights: DecoderWeights = load_decoder_weights(checkpoint, dtype, device)
+        self.layer_devices = layer_devices or [device] * self.geo.num_layers
+        self.weights: DecoderWeights = load_decoder_weights(checkpoint, dtype, device, self.layer_devices)
+        self.norm = NORMS[self.arch.norm]
+        self.moe_routing = moe_routing or self.arch.moe_routing
+        # sparsemixer's jitter eps (router_jitter_noise): transformers' PhimoeConfig default when absent
+        self.jitter_eps = float(self.config.get("router_jitter_noise", 0.01))
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, factor_set: FactorSet | None = None,
@@ -97,19 +106,27 @@ class ReferenceDecoder:
         cos, sin = self.spec.cos_sin(positions, chosen, self.dtype)
         x = self.weights.embed[input_ids.to(self.device)]
         for i, layer in enumerate(self.weights.layers):
+            if x.device != layer.q.device:  # the next block of a split model: activations follow the weights
+                x, cos, sin = (t.to(layer.q.device) for t in (x, cos, sin))
             x = self._block(x, layer, cos, sin, cache, i, past, self.windows[i])
         cache.advance(input_ids.shape[1])
         if last_only:
             x = x[:, -1:]
         elif logit_rows is not None:
             x = x[:, logit_rows.to(x.device)]
-        logits = _rms_norm(x, self.weights.final_norm, self.geo.rms_norm_eps) @ self.weights.lm_head.T
+        w = self.weights
+        logits = _linear(self.norm(x, w.final_norm, w.final_norm_bias, self.geo.rms_norm_eps), w.lm_head,
+                         w.lm_head_bias)
         return ForwardResult(logits=logits, cache=cache, factor_set=chosen)
 
     def _block(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None):
-        normed = _rms_norm(x, w.input_norm, self.geo.rms_norm_eps)
+        eps = self.geo.rms_norm_eps
+        normed = self.norm(x, w.input_norm, w.bias(Role.INPUT_NORM), eps)
         x = x + self._attention(normed, w, cos, sin, cache, layer, past, window)
-        hn = _rms_norm(x, w.post_norm, self.geo.rms_norm_eps)
+        hn = self.norm(x, w.post_norm, w.bias(Role.POST_NORM), eps)
+        if w.router is not None:  # sparse MoE MLP (PhiMoE)
+            return x + moe_mlp(hn, w.router, w.experts, self.geo.experts_per_token, self.jitter_eps,
+                               self.moe_routing)
         act = F.silu(_linear(hn, w.gate, w.bias(Role.GATE))) * _linear(hn, w.up, w.bias(Role.UP))
         return x + _linear(act, w.down, w.bias(Role.DOWN))
 
@@ -145,8 +162,20 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return y + bias if bias is not None else y
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    out = weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    return out + bias if bias is not None else out
+
+
+def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """nn.LayerNorm (PhiMoE): mean removed, biased variance, eps = the config's rms_norm_eps."""
+    centred = x - x.mean(-1, keepdim=True)
+    out = weight * (centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps))
+    return out + bias if bias is not None else out
+
+
+# Architecture.norm -> the norm function (weight, optional bias)
+NORMS = {"rms": _rms_norm, "layer": _layer_norm}
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ the rotation they were computed with (transformers' semantics, FACTS.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -46,12 +47,23 @@ class ReferenceRunner:
     """Loads the reference once; answers prefill and decode cases with logits on the reference device."""
 
     def __init__(self, checkpoint: Checkpoint | Path, spec: LongRopeSpec, device: str = "cpu",
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, layer_devices: list[str] | None = None):
         checkpoint = as_checkpoint(checkpoint)
         self.dtype = dtype or choose_reference_dtype(device, checkpoint)
         self.device = device
-        self.model = ReferenceDecoder(checkpoint, dtype=self.dtype, device=device, spec=spec)
+        self.model = ReferenceDecoder(checkpoint, dtype=self.dtype, device=device, spec=spec,
+                                      layer_devices=layer_devices)
         self.spec = self.model.spec
+
+    @contextlib.contextmanager
+    def moe_routing(self, rule: str | None):
+        """Run the reference with another MoE routing rule meanwhile (None: the architecture's own)."""
+        own = self.model.moe_routing
+        self.model.moe_routing = rule or own
+        try:
+            yield
+        finally:
+            self.model.moe_routing = own
 
     def max_tokens_in_memory(self, share: float = 0.4) -> int | None:
         """On CUDA: the longest case whose reference KV cache fits in `share` of free memory; None on CPU."""

@@ -6,6 +6,7 @@ has one code path and no knowledge of tensor names.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +26,12 @@ class LayerWeights:
     k: torch.Tensor
     v: torch.Tensor
     o: torch.Tensor
-    gate: torch.Tensor
-    up: torch.Tensor
-    down: torch.Tensor
+    gate: torch.Tensor | None  # None in a sparse MoE layer
+    up: torch.Tensor | None
+    down: torch.Tensor | None
     biases: dict[Role, torch.Tensor] = field(default_factory=dict)
+    router: torch.Tensor | None = None  # [num_experts, hidden]
+    experts: list[dict[Role, torch.Tensor]] = field(default_factory=list)
 
     def bias(self, role: Role) -> torch.Tensor | None:
         return self.biases.get(role)
@@ -40,23 +43,34 @@ class DecoderWeights:
     layers: list[LayerWeights]
     final_norm: torch.Tensor
     lm_head: torch.Tensor
+    final_norm_bias: torch.Tensor | None = None  # LayerNorm architectures (PhiMoE)
+    lm_head_bias: torch.Tensor | None = None
 
 
-def load_decoder_weights(checkpoint: Checkpoint, dtype: torch.dtype, device: str) -> DecoderWeights:
+def load_decoder_weights(checkpoint: Checkpoint, dtype: torch.dtype, device: str,
+                         layer_devices: list[str] | None = None) -> DecoderWeights:
+    """Every weight as a torch tensor; layer i on layer_devices[i] (a model split over GPUs), the embedding with
+    the first layer and the final norm and head with the last."""
     reader = WeightReader(checkpoint)
+    devices = layer_devices or [device] * checkpoint.geometry.num_layers
+    first, last = (functools.partial(_tensor, device=d, dtype=dtype) for d in (devices[0], devices[-1]))
+    layers = [_layer(reader.layer(i), functools.partial(_tensor, device=devices[i], dtype=dtype))
+              for i in range(checkpoint.geometry.num_layers)]
+    embed = first(reader.embedding())
+    lm_head = embed.to(devices[-1]) if reader.ties_lm_head else last(reader.lm_head())
+    return DecoderWeights(embed=embed, layers=layers, final_norm=last(reader.final_norm()), lm_head=lm_head,
+                          final_norm_bias=last(reader.final_norm_bias()), lm_head_bias=last(reader.lm_head_bias()))
 
-    def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
 
-    def layer(w: ArrayLayer) -> LayerWeights:
-        return LayerWeights(
-            input_norm=tensor(w.input_norm), post_norm=tensor(w.post_norm),
-            q=tensor(w.q), k=tensor(w.k), v=tensor(w.v), o=tensor(w.o),
-            gate=tensor(w.gate), up=tensor(w.up), down=tensor(w.down),
-            biases={role: tensor(b) for role, b in w.biases.items()},
-        )
+def _tensor(array: np.ndarray | None, device: str, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
 
-    layers = [layer(reader.layer(i)) for i in range(checkpoint.geometry.num_layers)]
-    embed = tensor(reader.embedding())
-    lm_head = embed if reader.ties_lm_head else tensor(reader.lm_head())
-    return DecoderWeights(embed=embed, layers=layers, final_norm=tensor(reader.final_norm()), lm_head=lm_head)
+
+def _layer(w: ArrayLayer, tensor) -> LayerWeights:
+    return LayerWeights(
+        input_norm=tensor(w.input_norm), post_norm=tensor(w.post_norm),
+        q=tensor(w.q), k=tensor(w.k), v=tensor(w.v), o=tensor(w.o),
+        gate=tensor(w.gate), up=tensor(w.up), down=tensor(w.down),
+        biases={role: tensor(b) for role, b in w.biases.items()},
+        router=tensor(w.router), experts=[{role: tensor(a) for role, a in e.items()} for e in w.experts],
+    )

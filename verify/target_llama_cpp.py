@@ -26,6 +26,7 @@ from ..formats.factor_set import (
 from ..formats.gguf.reader import read_gguf_facts
 from ..formats.hf.geometry import ModelGeometry
 from .cases import Case
+from .divergences import llama_cpp_divergence
 from .memory import available_host_bytes, too_big_reason
 from .targets import TargetContext, TargetError, TargetOutput
 
@@ -44,6 +45,10 @@ class LlamaCppTarget:
         self.facts = read_gguf_facts(path)
         self.precision = self.facts.precision
         self.geometry = context.geometry
+        self.spec = context.spec
+        # llama.cpp routes MoE experts its own way (a GGUF cannot change it): the truth uses that rule, so the
+        # comparison still checks the rope and every weight
+        self.reference_routing = context.checkpoint.arch.gguf_moe_routing
         self.file_bytes = path.stat().st_size
         self.name = f"gguf:{path.name} ({self.precision})"
         if self.facts.missing_factors:
@@ -86,7 +91,8 @@ class LlamaCppTarget:
             self.runner.gguf_factor_set(n_ctx, self.facts.l_orig or self.l_orig))
         rule = choose_by_sequence_length(case.length, self.l_orig)
         note = f"n_ctx {n_ctx}" + ("" if used == rule else f"; transformers would use {rule.value}")
-        return TargetOutput(torch.from_numpy(logits), used.value, note)
+        return TargetOutput(torch.from_numpy(logits), used.value, note,
+                            expected_divergence=llama_cpp_divergence(self.spec, used))
 
     def close(self) -> None:
         pass

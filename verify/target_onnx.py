@@ -2,8 +2,9 @@
 
 The set it reports comes from the graph's own metadata (dynamic, or frozen at one set); the reference always
 uses the transformers rule, so a frozen graph fails on the other side of L_orig.
-The graph's attention materialises [heads, T, T] float32 scores, so a case whose scores do not fit in the
-memory onnxruntime draws from (host, or GPU with the CUDA provider) is skipped with a reason.
+A standard-ops graph materialises [heads, T, T] float32 scores; a GroupQueryAttention graph (the default export)
+needs memory linear in T. The graph's metadata says which, and a case whose forward does not fit in the memory
+onnxruntime draws from (host, or GPU with the CUDA provider) is skipped with a reason.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from ..formats.errors import LongRopeError
 from ..formats.factor_set import FactorSet
 from ..formats.hf.geometry import ModelGeometry
+from ..formats.onnx.attention_forms import GQA, STANDARD
 from ..formats.onnx.metadata import selection_text
 from .cases import Case
 from .memory import available_gpu_bytes, available_host_bytes, too_big_reason
@@ -57,7 +59,8 @@ class OnnxTarget(SequenceRuleTarget):
             return reason
         available = available_gpu_bytes() if self.on_gpu else available_host_bytes()
         where = "GPU" if self.on_gpu else "host"
-        return too_big_reason(onnx_forward_bytes(case.prefill, self.geometry), available,
+        attention = self.session.facts.attention
+        return too_big_reason(onnx_forward_bytes(case.prefill, self.geometry, attention), available,
                               f"the graph's attention scores at {case.prefill} tokens ({where})")
 
     def run(self, case: Case, input_ids: torch.Tensor, positions: torch.Tensor) -> TargetOutput:
@@ -84,11 +87,30 @@ class OnnxTarget(SequenceRuleTarget):
         return f"graph has n_hat {graph} start tokens, reference {truth} (verify --start-tokens {graph})"
 
 
-def onnx_forward_bytes(tokens: int, geo: ModelGeometry) -> int:
-    """Peak of one forward over `tokens` new tokens with no cache: up to three live float32 score tensors
-    [heads, T, T] (scores, masked scores, probabilities), the bool mask, and logits [T, vocab]."""
+# GroupQueryAttention graph: float32 values live per token at the peak of one layer (the residual stream and norm
+# outputs, fused qkv, rotated q/k, attention output, gate/up/act of the MLP, each up to twice while onnxruntime
+# holds an input and an output); the whole KV cache and the logits come on top. For hidden 512 / 16 heads of 32 /
+# intermediate 1408 / vocab 512 this gives ~88 KB per token; bench/bench_onnx_long.py measured ~46 KB per token
+# of peak RSS growth from 4k to 16k tokens, so the guard keeps a ~2x margin.
+GQA_LIVE_HIDDEN_COPIES = 12
+GQA_LIVE_MLP_COPIES = 4
+
+
+def onnx_forward_bytes(tokens: int, geo: ModelGeometry, attention: str = STANDARD) -> int:
+    """Peak of one forward over `tokens` new tokens with no cache.
+
+    standard: up to three live float32 score tensors [heads, T, T] (scores, masked scores, probabilities), the bool
+    mask, and logits [T, vocab]. gqa: no score tensor (the fused op works in tiles); activations, the KV cache of
+    every layer and the logits, all linear in T."""
+    logits = 2 * tokens * geo.vocab_size * 4
+    if attention == GQA:
+        qkv = (geo.num_heads + 2 * geo.num_kv_heads) * geo.head_dim
+        per_token = (GQA_LIVE_HIDDEN_COPIES * max(geo.hidden_size, qkv)
+                     + GQA_LIVE_MLP_COPIES * 2 * geo.intermediate_size) * 4
+        kv_cache = 2 * geo.num_layers * geo.num_kv_heads * geo.head_dim * tokens * 4
+        return tokens * per_token + kv_cache + logits
     scores = geo.num_heads * tokens * tokens * 4
-    return 3 * scores + tokens * tokens + 2 * tokens * geo.vocab_size * 4
+    return 3 * scores + tokens * tokens + logits
 
 
 def _frozen_set(selection: str) -> FactorSet | None:

@@ -85,6 +85,11 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("gguf", "quantized"): Tolerance(rel_l2=2e-1, kl=1e-1, top1=0.70),
     ("onnx", "fp32"): Tolerance(rel_l2=1e-4, kl=1e-6, top1=0.99),
     ("onnx", "fp16"): Tolerance(rel_l2=1e-2, kl=1e-3, top1=0.95),
+    # export-onnx --dtype int4 (onnxruntime MatMulNBits, block 32, symmetric, accuracy level 4), measured on the
+    # tiny random demo models (docs/onnx.md): max over 4 archs and 200-600 tokens, at g=1, rel_l2 0.165, kl 0.150,
+    # min top1 0.685 (like gguf q4_0). Margin ~1.3x rel_l2 / ~1.4x kl, so a graph frozen at the wrong set
+    # (int4 on top of a swapped set) still fails.
+    ("onnx", "int4"): Tolerance(rel_l2=2.1e-1, kl=2.1e-1, top1=0.60),
 }
 FALLBACK = Tolerance(rel_l2=2e-1, kl=1e-1, top1=0.70)  # an unknown precision: only gross errors fail
 

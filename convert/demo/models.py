@@ -30,6 +30,7 @@ DEMO_MODELS = {
     "MistralForCausalLM": (1.0, "sentencepiece"),
     "Qwen2ForCausalLM": (1.0, "bpe"),
     "Phi3ForCausalLM": (0.75, "sentencepiece"),
+    "PhimoeForCausalLM": (1.0, "sentencepiece"),
 }
 
 

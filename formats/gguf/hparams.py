@@ -26,6 +26,9 @@ def add_model_hparams(writer: gguf.GGUFWriter, config: dict, geo: ModelGeometry,
     if "head_dim" in config or geo.head_dim * geo.num_heads != geo.hidden_size:
         writer.add_key_length(geo.head_dim)
         writer.add_value_length(geo.head_dim)
+    if layout.moe:
+        writer.add_expert_count(geo.num_experts)
+        writer.add_expert_used_count(geo.experts_per_token)
     if layout.arch == gguf.MODEL_ARCH.PHI3:
         # llama.cpp's converter writes 0 for "no sliding window" (it tells Phi-4 from Phi-3 this way)
         writer.add_sliding_window(int(config.get("sliding_window") or 0))

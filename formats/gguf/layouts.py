@@ -30,6 +30,10 @@ class GgufLayout:
     single_set_as_freqs: bool
     # llama loads the long/short pair only when rope.scaling.type = longrope; phi3 always loads it.
     pair_needs_scaling_type: bool
+    # the graph normalises with RMSNorm (+ bias) only: a LayerNorm model's residual writes are centred (tensors.py)
+    rms_norm_only: bool = False
+    # sparse MoE graph: expert counts are written and experts stacked into 3-D tensors
+    moe: bool = False
 
     @property
     def name(self) -> str:
@@ -42,7 +46,13 @@ PHI3_LAYOUT = GgufLayout(gguf.MODEL_ARCH.PHI3, permute_qk=False, full_rotary_onl
                          single_set_as_freqs=False, pair_needs_scaling_type=False)
 
 
-LAYOUTS: dict[str, GgufLayout] = {layout.name: layout for layout in (LLAMA_LAYOUT, PHI3_LAYOUT)}
+# phimoe is the phi3 graph with its MoE branch: LayerNorm biases loaded but normalised as RMSNorm, factors
+# sized n_embd_head/2 (so no partial rotary), routing softmax top-k renormalised (docs/phimoe.md)
+PHIMOE_LAYOUT = GgufLayout(gguf.MODEL_ARCH.PHIMOE, permute_qk=False, full_rotary_only=True,
+                           single_set_as_freqs=False, pair_needs_scaling_type=False, rms_norm_only=True, moe=True)
+
+
+LAYOUTS: dict[str, GgufLayout] = {layout.name: layout for layout in (LLAMA_LAYOUT, PHI3_LAYOUT, PHIMOE_LAYOUT)}
 
 
 def gguf_layout(arch: Architecture, factor_sets: str, rotary_dim: int, head_dim: int) -> GgufLayout:

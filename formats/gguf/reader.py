@@ -4,6 +4,8 @@ runner needs (L_orig, weight precision, whether it holds one factor set, or no f
 from __future__ import annotations
 
 import collections
+import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .spec_keys import (
     KEY_LONG,
     KEY_MAX,
     KEY_ROTARY_DIM,
+    KEY_SET_ATTENTION,
     KEY_SHORT,
     KEY_THETA,
     V,
@@ -46,11 +49,63 @@ def read_gguf_spec(path: str | Path) -> LongRopeSpec | None:
 
 
 def open_gguf(path: Path) -> gguf.GGUFReader:
-    """A GGUFReader, or a one-line error for a file that is not GGUF."""
+    """A GGUFReader whose keys we read have the types we read them as, or a one-line error naming the file.
+
+    gguf-py parses with numpy views of the file: lying counts or lengths surface as IndexError, ValueError,
+    OverflowError, ... from its internals. Whatever it raises on a file is that file's fault, hence exit 2."""
     try:
-        return gguf.GGUFReader(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"not a readable GGUF file ({exc})", path) from None
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the memory map
+            raise CheckpointError("not a regular file", path)
+        reader = gguf.GGUFReader(path)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        text = " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"not a readable GGUF file ({type(exc).__name__}: {text})", path) from None
+    _check_key_types(reader, path)
+    return reader
+
+
+# The keys the readers below turn into numbers or strings, by the GGUF value types they accept.
+INT_TYPES = frozenset({V.UINT8, V.INT8, V.UINT16, V.INT16, V.UINT32, V.INT32, V.UINT64, V.INT64})
+NUMBER_TYPES = INT_TYPES | {V.FLOAT32, V.FLOAT64}
+OUR_KEY_TYPES = {KEY_L_ORIG: INT_TYPES, KEY_MAX: INT_TYPES, KEY_ROTARY_DIM: INT_TYPES, KEY_THETA: NUMBER_TYPES,
+                 KEY_ATTENTION: NUMBER_TYPES, KEY_EXPLICIT: NUMBER_TYPES | {V.BOOL}, KEY_FACTOR_SETS: {V.STRING},
+                 gguf.Keys.General.ARCHITECTURE: {V.STRING}, gguf.Keys.General.FILE_TYPE: INT_TYPES,
+                 **{key: NUMBER_TYPES for key in KEY_SET_ATTENTION.values()}}
+ARCH_KEY_TYPES = {gguf.Keys.Rope.SCALING_ORIG_CTX_LEN: INT_TYPES, gguf.Keys.LLM.CONTEXT_LENGTH: INT_TYPES,
+                  gguf.Keys.Rope.FREQ_BASE: NUMBER_TYPES, gguf.Keys.Rope.SCALING_ATTN_FACTOR: NUMBER_TYPES,
+                  gguf.Keys.Rope.SCALING_TYPE: {V.STRING}}
+FACTOR_KEYS = (KEY_LONG, KEY_SHORT)
+
+
+def _check_key_types(reader: gguf.GGUFReader, path: Path) -> None:
+    """Refuse a GGUF whose spec keys hold another type than the one we read them as (a string L_orig, a
+    number where the factor array belongs), or that gguf_fields cannot turn into plain values."""
+    fields = reader.fields
+    arch_field = fields.get(gguf.Keys.General.ARCHITECTURE)
+    expected = dict(OUR_KEY_TYPES)
+    if arch_field is not None and arch_field.types == [V.STRING]:
+        arch = field_value(arch_field)
+        expected.update({key.format(arch=arch): types for key, types in ARCH_KEY_TYPES.items()})
+    for key, types in expected.items():
+        field = fields.get(key)
+        if field is not None and (len(field.types) != 1 or field.types[0] not in types):
+            raise CheckpointError(f"GGUF key {key} has type {_type_name(field)}, expected "
+                                  f"{' or '.join(sorted(t.name for t in types))}", path)
+    for key in FACTOR_KEYS:
+        field = fields.get(key)
+        if field is not None and (len(field.types) != 2 or field.types[0] != V.ARRAY
+                                  or field.types[1] not in NUMBER_TYPES):
+            raise CheckpointError(f"GGUF key {key} has type {_type_name(field)}, expected an array of numbers", path)
+    try:
+        gguf_fields(reader)
+    except Exception as exc:  # noqa: BLE001 - a field gguf-py parsed but whose parts do not add up
+        raise CheckpointError(f"GGUF metadata is malformed ({type(exc).__name__})", path) from None
+
+
+def _type_name(field: gguf.ReaderField) -> str:
+    return " of ".join(t.name for t in field.types) or "none"
 
 
 def gguf_fields(reader: gguf.GGUFReader) -> dict:
@@ -82,6 +137,7 @@ def _spec_from_our_keys(fields: dict) -> LongRopeSpec:
         rotary_dim=int(fields[KEY_ROTARY_DIM]),
         explicit_attention_factor=float(fields[KEY_ATTENTION]) if explicit else None,
         rotary_dim_source="GGUF longrope_convert.rotary_dim",
+        **{name: float(fields[key]) for name, key in KEY_SET_ATTENTION.items() if fields.get(key) is not None},
     )
 
 

@@ -7,14 +7,17 @@ written or loaded.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..architectures import IGNORED_SUFFIXES, Architecture, TensorSlot, architecture_for
 from ..errors import CheckpointError, ConfigError
+from ..input_paths import confined_file
 from ..spec import LongRopeSpec
 from .config import read_config, spec_from_config
 from .geometry import ModelGeometry, geometry
+from .rope_keys import check_rope_numbers
 from .tensor_index import TensorInfo, checkpoint_tensors
 
 CONFIG_NAME = "config.json"
@@ -57,18 +60,30 @@ def open_checkpoint(folder: str | Path) -> Checkpoint:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError("source checkpoint folder not found", folder)
-    config = read_config(folder / CONFIG_NAME)
+    config = read_config(confined_file(folder, CONFIG_NAME, ConfigError))
     source = str(folder / CONFIG_NAME)
     arch = architecture_for(config, source)
     geo = geometry(config, source)
+    check_rope_numbers(config, source)
+    tensors = checkpoint_tensors(folder)
+    check_layer_count(arch, geo, tensors, source)  # before anything sized by the layer count is built
     try:
         windows = arch.layer_windows(config, geo.num_layers)
     except ConfigError as exc:
         raise ConfigError(str(exc), source) from None
     spec = spec_from_config(config, source)
-    tensors = checkpoint_tensors(folder)
     check_tensors_match(arch, geo, tensors, folder)
     return Checkpoint(folder, config, arch, geo, spec, windows, tensors)
+
+
+def check_layer_count(arch: Architecture, geo: ModelGeometry, tensors: dict[str, TensorInfo], source: str) -> None:
+    """config.json's layer count must not exceed the layers the weights hold: checked from the tensor names
+    alone, so a corrupt `num_hidden_layers` (say 10**7) is refused without building a slot per layer."""
+    pattern = re.compile(re.escape(arch.layer_prefix).replace(re.escape("{i}"), r"(\d+)") + r"\.")
+    present = {m.group(1) for name in tensors if (m := pattern.match(name))}
+    if geo.num_layers > len(present):
+        raise ConfigError(f"'num_hidden_layers' is {geo.num_layers} but the weights hold {len(present)} layers",
+                          source)
 
 
 def check_tensors_match(arch: Architecture, geo: ModelGeometry, tensors: dict[str, TensorInfo], folder: Path) -> None:

@@ -5,6 +5,8 @@ Layout rules (FACTS.md, checked on transformers 4.51/4.57/5.23):
   factor (+attention_factor)} plus top-level rope_theta, original_max_position_embeddings, max_position_embeddings,
   head_dim. 4.x reads only the top-level L_orig; Mistral on 4.x crashes without head_dim.
 - Phi-3: rope_scaling exactly {type, short_factor, long_factor}; 4.x rejects other keys.
+- PhiMoE: rope_scaling {type, short_factor, long_factor, short_mscale, long_mscale, original_max_position_embeddings}
+  (4.x raises without numeric mscales and its rotary reads L_orig from inside the dict; docs/phimoe.md).
 - A `rope_parameters` mirror (5.x's name) beside rope_scaling is harmless in both.
 """
 
@@ -15,8 +17,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..architectures import Architecture, architecture_for
+from ..architectures import ARCHITECTURES, Architecture, architecture_for
 from ..errors import ConfigError, SpecError
+from ..factor_set import FactorSet
 from ..json_io import read_json
 from ..spec import LongRopeSpec, default_attention_factor
 from .geometry import geometry
@@ -52,6 +55,7 @@ def spec_from_config(config: dict, source: str = "config.json") -> LongRopeSpec 
     if explicit is None and factor and not math.isclose(float(factor), max_pos / l_orig, rel_tol=1e-9):
         # transformers derives mscale from `factor` when present: keep that behaviour explicit.
         explicit = default_attention_factor(float(factor), l_orig)
+    short_mscale, long_mscale = _mscales(rope) if _reads_mscales(config) else (None, None)
     try:
         return LongRopeSpec(
             long_factor=tuple(rope.get("long_factor") or ()),
@@ -62,11 +66,32 @@ def spec_from_config(config: dict, source: str = "config.json") -> LongRopeSpec 
             rotary_dim=geo.rotary_dim,
             explicit_attention_factor=float(explicit) if explicit is not None else None,
             rotary_dim_source=geo.rotary_dim_derivation,
+            short_attention_factor=short_mscale,
+            long_attention_factor=long_mscale,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"longrope factors are not numbers ({exc})", source) from None
     except SpecError as exc:
         raise ConfigError(str(exc), source) from None
+
+
+def _reads_mscales(config: dict) -> bool:
+    """Only PhiMoE's modeling code reads short/long_mscale; LLaMA/Mistral/Qwen2/Phi-3 ignore them (FACTS.md)."""
+    names = config.get("architectures") or []
+    first = names[0] if isinstance(names, list) and names else None
+    return any(a.config_style == "phimoe" and (a.hf_class == first or a.model_type == config.get("model_type"))
+               for a in ARCHITECTURES.values())
+
+
+def _mscales(rope: dict) -> tuple[float | None, float | None]:
+    """PhiMoE's per-set attention factors (`short_mscale`/`long_mscale`), each replacing the default factor."""
+    values = []
+    for key in ("short_mscale", "long_mscale"):
+        value = rope.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ConfigError(f"rope_scaling '{key}' must be a number, got {value!r}")
+        values.append(float(value) if value is not None else None)
+    return values[0], values[1]
 
 
 def longrope_config(config: dict, spec: LongRopeSpec, source: str = "config.json") -> dict:
@@ -89,7 +114,20 @@ def longrope_config(config: dict, spec: LongRopeSpec, source: str = "config.json
     return out
 
 
+def _phimoe_rope(spec: LongRopeSpec) -> dict[str, Any]:
+    """PhiMoE's keys: both mscales (each set's attention factor, replacing the default) and L_orig inside."""
+    return {
+        "short_factor": list(spec.short_factor),
+        "long_factor": list(spec.long_factor),
+        "short_mscale": spec.attention_factor_for(FactorSet.SHORT),
+        "long_mscale": spec.attention_factor_for(FactorSet.LONG),
+        "original_max_position_embeddings": spec.original_max_position_embeddings,
+    }
+
+
 def _rope_scaling(arch: Architecture, spec: LongRopeSpec) -> dict[str, Any]:
+    if arch.config_style == "phimoe":
+        return {"type": "longrope", **_phimoe_rope(spec)}
     if arch.config_style == "phi3":
         if spec.explicit_attention_factor is not None and not math.isclose(
             spec.explicit_attention_factor, spec.attention_factor_default, rel_tol=1e-12
@@ -120,6 +158,8 @@ def _rope_parameters(arch: Architecture, spec: LongRopeSpec) -> dict[str, Any]:
         "short_factor": list(spec.short_factor),
         "long_factor": list(spec.long_factor),
     }
+    if arch.config_style == "phimoe":
+        return {"rope_type": "longrope", "rope_theta": spec.rope_theta, **_phimoe_rope(spec)}
     if arch.config_style == "phi3":
         return params
     params["original_max_position_embeddings"] = spec.original_max_position_embeddings

@@ -24,6 +24,8 @@ class ModelGeometry:
     rms_norm_eps: float
     partial_rotary_factor: float
     tie_word_embeddings: bool
+    num_experts: int = 0  # sparse MoE MLP (PhiMoE's num_local_experts); 0: a dense MLP
+    experts_per_token: int = 0  # num_experts_per_tok (top-k routing)
 
     @property
     def rotary_dim(self) -> int:
@@ -61,7 +63,19 @@ def geometry(config: dict, source: str = "config.json") -> ModelGeometry:
         rms_norm_eps=_number(config, "rms_norm_eps", source, 1e-6),
         partial_rotary_factor=partial,
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        **_experts(config, source),
     )
+
+
+def _experts(config: dict, source: str) -> dict[str, int]:
+    """Expert counts of a sparse MoE config (num_local_experts / num_experts_per_tok); none for a dense one."""
+    if config.get("num_local_experts") is None:
+        return {}
+    experts = _int(config, "num_local_experts", source)
+    per_token = _int(config, "num_experts_per_tok", source, default=2)
+    if per_token > experts:
+        raise ConfigError(f"'num_experts_per_tok' ({per_token}) exceeds 'num_local_experts' ({experts})", source)
+    return {"num_experts": experts, "experts_per_token": per_token}
 
 
 MAX_DIMENSION = 1 << 24  # no real model has a dimension (or layer count) near this; larger is a corrupt config

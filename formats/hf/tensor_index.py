@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..json_io import read_json
+from ..input_paths import confined_file, present
+from ..json_io import parse_json, read_json
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -44,25 +46,26 @@ def bf16_bits_to_float32(bits):
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of a checkpoint, from the index when there is one; refuses pickle-only weights."""
-    index = folder / INDEX_NAME
-    if index.exists():
+    """The safetensors files of a checkpoint, from the index when there is one; refuses pickle-only weights.
+    Every file is confined to the checkpoint (formats/input_paths.py) before anything opens it."""
+    if present(folder, INDEX_NAME):
+        index = confined_file(folder, INDEX_NAME)
         data = read_json(index, CheckpointError)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError("index has no 'weight_map'", index)
-        names = sorted(set(weight_map.values()))
-        for name in names:
+        for name in weight_map.values():
             _check_shard_name(name, index)
-        missing = [n for n in names if not (folder / n).is_file()]
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not present(folder, n)]
         if missing:
             raise CheckpointError(f"index names {len(missing)} missing shard(s), first {missing[0]!r}", index)
-        return [folder / n for n in names]
-    if (folder / SINGLE_NAME).is_file():
-        return [folder / SINGLE_NAME]
-    shards = sorted(folder.glob("*.safetensors"))
+        return [confined_file(folder, n) for n in names]
+    if present(folder, SINGLE_NAME):
+        return [confined_file(folder, SINGLE_NAME)]
+    shards = sorted(p.name for p in folder.glob("*.safetensors"))
     if shards:
-        return shards
+        return [confined_file(folder, n) for n in shards]
     pickles = [n for n in PICKLE_WEIGHTS if (folder / n).exists()]
     if pickles:
         raise CheckpointError(
@@ -81,9 +84,14 @@ def _check_shard_name(name, index: Path) -> None:
 
 
 def read_safetensors_header(path: Path) -> list[TensorInfo]:
-    """Parse and check a safetensors header against the file size (catches truncation and lying headers)."""
+    """Parse and check a safetensors header against the file size, with the safetensors library's own rules
+    (safetensors >= 0.4 `validate`): no duplicate names, and the tensors' byte ranges tile the data section in
+    order, no gap, no overlap, nothing after. Catches truncation and lying headers before anything maps data."""
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below forever
+            raise CheckpointError("not a regular file; weights must be regular files", path)
+        size = info.st_size
         with path.open("rb") as fh:
             prefix = fh.read(8)
             if len(prefix) < 8:
@@ -94,10 +102,7 @@ def read_safetensors_header(path: Path) -> list[TensorInfo]:
             raw = fh.read(header_len)
     except OSError as exc:
         raise CheckpointError(f"cannot read file ({exc.strerror})", path) from None
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError("safetensors header is not valid JSON", path) from None
+    header = parse_json(raw, path, CheckpointError, "safetensors header", reject_duplicates=True)
     if not isinstance(header, dict):
         raise CheckpointError("safetensors header is not a JSON object", path)
     return _tensor_infos(path, header, 8 + header_len, size)
@@ -109,21 +114,50 @@ def _tensor_infos(path: Path, header: dict, data_start: int, size: int) -> list[
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = meta["dtype"], tuple(int(s) for s in meta["shape"]), meta["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"tensor {name!r} has a malformed header entry", path) from None
-        count = math.prod(shape)
-        width = DTYPE_BYTES.get(dtype)
-        if width is None:
-            raise CheckpointError(f"tensor {name!r} has unsupported dtype {dtype}", path)
-        if not (0 <= begin <= end <= data_len) or end - begin != count * width:
-            raise CheckpointError(
-                f"tensor {name!r} claims bytes {begin}..{end} but the data section holds {data_len} (truncated or lying header)",
-                path,
-            )
-        infos.append(TensorInfo(name, dtype, shape, path, data_start + begin, data_start + end))
+        infos.append(_tensor_info(path, name, meta, data_start, data_len))
+    _check_tiling(path, infos, data_start, data_len)
     return infos
+
+
+def _tensor_info(path: Path, name: str, meta, data_start: int, data_len: int) -> TensorInfo:
+    """One header entry, its types, dtype and byte count checked."""
+    try:
+        dtype, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
+        if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+            raise TypeError
+        begin, end = offsets
+        if not (_is_count(begin) and _is_count(end)):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"tensor {name!r} has a malformed header entry", path) from None
+    width = DTYPE_BYTES.get(dtype) if isinstance(dtype, str) else None
+    if width is None:
+        raise CheckpointError(f"tensor {name!r} has unsupported dtype {dtype!r}", path)
+    if not (begin <= end <= data_len) or end - begin != math.prod(shape) * width:
+        raise CheckpointError(
+            f"tensor {name!r} claims bytes {begin}..{end} but the data section holds {data_len} (truncated or lying header)",
+            path,
+        )
+    return TensorInfo(name, dtype, tuple(shape), path, data_start + begin, data_start + end)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_tiling(path: Path, infos: list[TensorInfo], data_start: int, data_len: int) -> None:
+    """The byte ranges, sorted, must follow each other exactly and end at the end of the file, as safetensors
+    requires: an overlap would let two tensors share bytes, a gap or a tail hides data nobody validates."""
+    expected = data_start
+    for info in sorted(infos, key=lambda i: (i.begin, i.end, i.name)):
+        if info.begin != expected:
+            kind = "overlaps the tensor before it" if info.begin < expected else "leaves a gap before it"
+            raise CheckpointError(f"tensor {info.name!r} at bytes {info.begin - data_start}..{info.end - data_start} "
+                                  f"{kind} (safetensors requires contiguous data)", path)
+        expected = info.end
+    if expected != data_start + data_len:
+        raise CheckpointError(f"{data_start + data_len - expected} bytes after the last tensor's data "
+                              "(safetensors requires the data to end the file)", path)
 
 
 def checkpoint_tensors(folder: Path) -> dict[str, TensorInfo]:

@@ -44,10 +44,12 @@ class LayerWeights:
     k: np.ndarray
     v: np.ndarray
     o: np.ndarray
-    gate: np.ndarray
-    up: np.ndarray
-    down: np.ndarray
-    biases: dict[Role, np.ndarray] = field(default_factory=dict)  # among q, k, v, o, gate, up, down
+    gate: np.ndarray | None  # None in a sparse MoE layer (its MLP is `router` + `experts`)
+    up: np.ndarray | None
+    down: np.ndarray | None
+    biases: dict[Role, np.ndarray] = field(default_factory=dict)  # among q, k, v, o, gate, up, down and the norms
+    router: np.ndarray | None = None  # [num_experts, hidden]
+    experts: list[dict[Role, np.ndarray]] = field(default_factory=list)  # per expert: EXPERT_GATE/UP/DOWN, [out, in]
 
     def bias(self, role: Role) -> np.ndarray | None:
         return self.biases.get(role)
@@ -69,8 +71,16 @@ class WeightReader:
             return None
         return read_array(info)
 
-    def _global(self, role: Role) -> np.ndarray | None:
-        return next(self._read(s) for s in self.slots if s.layer is None and s.role is role)
+    def _global(self, role: Role, bias: bool = False) -> np.ndarray | None:
+        """A global weight (or its bias: None where the architecture stores none)."""
+        return next((self._read(s) for s in self.slots if s.layer is None and s.role is role and s.is_bias == bias),
+                    None)
+
+    def final_norm_bias(self) -> np.ndarray | None:
+        return self._global(Role.FINAL_NORM, bias=True)
+
+    def lm_head_bias(self) -> np.ndarray | None:
+        return self._global(Role.LM_HEAD, bias=True)
 
     def embedding(self) -> np.ndarray:
         return self._global(Role.EMBED)
@@ -90,14 +100,20 @@ class WeightReader:
     def layer(self, i: int) -> LayerWeights:
         weights: dict[Role, np.ndarray] = {}
         biases: dict[Role, np.ndarray] = {}
+        experts: list[dict[Role, np.ndarray]] = [{} for _ in range(self.checkpoint.geometry.num_experts)]
         for slot in (s for s in self.slots if s.layer == i):
             array = self._read(slot)
-            if array is not None:
+            if array is None:
+                continue
+            if slot.expert is not None:
+                experts[slot.expert][slot.role] = array
+            else:
                 _put(biases if slot.is_bias else weights, slot.role, array, self.checkpoint)
         return LayerWeights(
             input_norm=weights[Role.INPUT_NORM], post_norm=weights[Role.POST_NORM],
             q=weights[Role.Q], k=weights[Role.K], v=weights[Role.V], o=weights[Role.O],
-            gate=weights[Role.GATE], up=weights[Role.UP], down=weights[Role.DOWN], biases=biases,
+            gate=weights.get(Role.GATE), up=weights.get(Role.UP), down=weights.get(Role.DOWN), biases=biases,
+            router=weights.get(Role.ROUTER), experts=experts,
         )
 
 

@@ -20,13 +20,18 @@ from ..hf.geometry import ModelGeometry
 from ..hf.weights import WeightReader
 from ..spec_inputs import with_start_tokens
 from . import names as N
+from .attention_forms import ATTENTION_FORMS, DEFAULT_ATTENTION, GQA
 from .graph_builder import ExternalDataWriter, GraphBuilder
-from .layers import PRECISIONS, AttentionInputs, Precision, add_layer_weights, decoder_layer, rms_norm
+from .layers import PRECISIONS, AttentionInputs, GqaLengths, Precision, add_layer_weights, decoder_layer, norm
 from .metadata import GraphFacts, selection_text, spec_metadata
 from .rotary import inv_freq_table, rotary_cos_sin
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
+INT4 = "int4"  # an fp32 graph whose MatMul weights are then quantized to MatMulNBits (convert/export_onnx.py)
+# export dtype -> the precision the graph is built in (activations, KV cache, unquantized weights)
+GRAPH_PRECISION = {"fp32": "fp32", "fp16": "fp16", INT4: "fp32"}
+EXPORT_DTYPES = tuple(GRAPH_PRECISION)
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,15 @@ class DecoderGraphOptions:
     with_past: bool = True
     frozen_factor_set: FactorSet | None = None  # a deliberately wrong graph: one set at every length
     start_tokens: int = 0  # LongRoPE v1 n_hat: positions below it keep plain RoPE (no config can carry it)
+    attention: str = DEFAULT_ATTENTION  # attention_forms.GQA (fused contrib op) or STANDARD (plain ops)
 
 
 def build_decoder_graph(checkpoint: Checkpoint, options: DecoderGraphOptions,
                         external: ExternalDataWriter | None, version: str) -> onnx.ModelProto:
     """The whole decoder; initializers stream into `external` when given (models over 2 GB)."""
-    p = PRECISIONS[options.dtype]
+    if options.attention not in ATTENTION_FORMS:
+        raise ValueError(f"unknown attention form {options.attention!r}")
+    p = PRECISIONS[GRAPH_PRECISION[options.dtype]]
     geo, spec = checkpoint.geometry, with_start_tokens(checkpoint.require_spec(), options.start_tokens or None)
     b = GraphBuilder(options.opset, external)
     ids = b.add_input(N.INPUT_IDS, TensorProto.INT64, [N.BATCH, N.SEQUENCE])
@@ -53,25 +61,34 @@ def build_decoder_graph(checkpoint: Checkpoint, options: DecoderGraphOptions,
     total = b.op("Add", past_len, _dim(b, ids, 1), name="total_length")
     inv_freq = inv_freq_table(b, spec, total, options.frozen_factor_set)
     cos, sin = rotary_cos_sin(b, spec, positions, inv_freq, p.elem_type)
-    masks = {w: _allowed_mask(b, mask, past_len, total, w) for w in sorted(set(checkpoint.windows), key=str)}
-    shared = AttentionInputs(cos, sin, masks)
+    if options.attention == GQA:  # no [S, T] mask at all: the op takes lengths and each layer's window
+        shared = AttentionInputs(cos, sin, {}, _gqa_lengths(b, mask))
+    else:
+        masks = {w: _allowed_mask(b, mask, past_len, total, w) for w in sorted(set(checkpoint.windows), key=str)}
+        shared = AttentionInputs(cos, sin, masks)
 
     reader = WeightReader(checkpoint)
     x = b.op("Gather", _weight(b, "embed.weight", reader.embedding(), p.np_dtype), ids)
     presents = []
     for i in tqdm(range(geo.num_layers), desc="layers", unit="layer", disable=None, leave=False):
-        names = add_layer_weights(b, i, reader.layer(i), checkpoint.windows[i], p)
+        names = add_layer_weights(b, i, reader.layer(i), checkpoint.windows[i], p, checkpoint.arch.norm,
+                                  float(checkpoint.config.get("router_jitter_noise", 0.01)))
         x, k, v = decoder_layer(b, x, names, geo, shared, pasts[i], p)
         presents += [(k, N.present_key(i)), (v, N.present_value(i))]
-    x = rms_norm(b, x, _weight(b, "final_norm.weight", reader.final_norm(), np.float32), geo.rms_norm_eps, p)
+    final_bias, head_bias = reader.final_norm_bias(), reader.lm_head_bias()  # LayerNorm architectures (PhiMoE)
+    x = norm(b, x, _weight(b, "final_norm.weight", reader.final_norm(), np.float32),
+             None if final_bias is None else _weight(b, "final_norm.bias", final_bias, np.float32),
+             checkpoint.arch.norm, geo.rms_norm_eps, p)
     logits = b.op("MatMul", x, _weight(b, "output.MatMul.weight", reader.lm_head().T, p.np_dtype))
+    if head_bias is not None:
+        logits = b.op("Add", logits, _weight(b, "output.bias", head_bias, p.np_dtype))
     _output(b, logits, N.LOGITS, p.elem_type, [N.BATCH, N.SEQUENCE, geo.vocab_size])
     if options.with_past:  # Optimum order: logits, then present.{i}.key/value
         for value, name in presents:
             _output(b, value, name, p.elem_type, [N.BATCH, geo.num_kv_heads, N.TOTAL_SEQUENCE, geo.head_dim])
 
     facts = GraphFacts(checkpoint.arch.hf_class, geo.num_layers, options.dtype,
-                       selection_text(options.frozen_factor_set))
+                       selection_text(options.frozen_factor_set), options.attention)
     return b.model("longrope_decoder", spec_metadata(spec, facts), "longrope-convert", version)
 
 
@@ -88,6 +105,15 @@ def _past_inputs(b: GraphBuilder, geo: ModelGeometry, p: Precision) -> list[tupl
 def _dim(b: GraphBuilder, x: str, axis: int) -> str:
     """One dimension of x as an int64 scalar."""
     return b.op("Squeeze", b.op("Shape", x, start=axis, end=axis + 1), b.const([0]))
+
+
+def _gqa_lengths(b: GraphBuilder, mask: str) -> GqaLengths:
+    """seqlens_k = attended tokens per row - 1 and total = mask width, int32, as onnxruntime-genai's builder
+    feeds GroupQueryAttention (the op counts tokens from the left: right padding only, never left padding)."""
+    attended = b.op("ReduceSum", mask, b.const([1]), keepdims=0, name="gqa/attended")
+    seqlens_k = b.op("Cast", b.op("Sub", attended, b.const(1)), to=TensorProto.INT32, name="gqa/seqlens_k")
+    width = b.op("Squeeze", b.op("Shape", mask, start=1, end=2), b.const([0]))
+    return GqaLengths(seqlens_k, b.op("Cast", width, to=TensorProto.INT32, name="gqa/total_sequence_length"))
 
 
 def _allowed_mask(b: GraphBuilder, mask: str, past_len: str, total: str, window: int | None) -> str:

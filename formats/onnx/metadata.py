@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..factor_set import FactorSet
 from ..spec import LongRopeSpec
+from .attention_forms import ATTENTION_FORMS, STANDARD
 
 PREFIX = "longrope."
 LONG_FACTOR = PREFIX + "long_factor"
@@ -21,11 +22,15 @@ MAX_POSITIONS = PREFIX + "max_position_embeddings"
 ROPE_THETA = PREFIX + "rope_theta"
 ROTARY_DIM = PREFIX + "rotary_dim"
 EXPLICIT_ATTENTION_FACTOR = PREFIX + "explicit_attention_factor"
+# PhiMoE's short_mscale / long_mscale (written only when the spec has them; absent means None)
+SET_ATTENTION_FACTORS = {"short_attention_factor": PREFIX + "short_attention_factor",
+                         "long_attention_factor": PREFIX + "long_attention_factor"}
 ATTENTION_FACTOR = PREFIX + "attention_factor"  # informational: what the graph multiplies cos/sin by
 SELECTION = PREFIX + "selection"
 ARCHITECTURE = PREFIX + "architecture"
 NUM_LAYERS = PREFIX + "num_layers"
 DTYPE = PREFIX + "dtype"
+ATTENTION = PREFIX + "attention"  # attention_forms.GQA or STANDARD; absent in older exports (= standard)
 START_TOKENS = PREFIX + "start_tokens"  # LongRoPE v1 n_hat; written only when > 0 (plain graphs stay as they were)
 
 SELECTION_DYNAMIC = "dynamic: long iff past_sequence_length + sequence_length > original_max_position_embeddings"
@@ -42,8 +47,9 @@ class GraphFacts:
 
     architecture: str
     num_layers: int
-    dtype: str
+    dtype: str  # fp32, fp16 or int4 (fp32 graph with MatMulNBits weights)
     selection: str
+    attention: str = STANDARD  # how attention is computed (sizes verify's memory guard)
 
     @property
     def is_dynamic(self) -> bool:
@@ -65,9 +71,13 @@ def spec_metadata(spec: LongRopeSpec, facts: GraphFacts) -> dict[str, str]:
         ARCHITECTURE: facts.architecture,
         NUM_LAYERS: facts.num_layers,
         DTYPE: facts.dtype,
+        ATTENTION: facts.attention,
     }
     if spec.start_tokens:
         values[START_TOKENS] = spec.start_tokens
+    for field_name, key in SET_ATTENTION_FACTORS.items():
+        if getattr(spec, field_name) is not None:
+            values[key] = getattr(spec, field_name)
     return {key: json.dumps(value) for key, value in values.items()}
 
 
@@ -91,7 +101,20 @@ def spec_from_metadata(props: dict[str, str], source: str = "model.onnx") -> Lon
         rotary_dim=int(v[ROTARY_DIM]),
         explicit_attention_factor=v[EXPLICIT_ATTENTION_FACTOR],
         start_tokens=_start_tokens(props, source),
+        **{name: _optional_number(props, key, source) for name, key in SET_ATTENTION_FACTORS.items()},
     )
+
+
+def _optional_number(props: dict[str, str], key: str, source: str) -> float | None:
+    if key not in props:
+        return None
+    try:
+        value = json.loads(props[key])
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"metadata {key!r} must be a number", source)
+    return float(value)
 
 
 def _start_tokens(props: dict[str, str], source: str) -> int:
@@ -109,8 +132,14 @@ def _start_tokens(props: dict[str, str], source: str) -> int:
 
 def facts_from_metadata(props: dict[str, str], source: str = "model.onnx") -> GraphFacts:
     v = _decoded(props, source)
+    try:
+        attention = json.loads(props[ATTENTION]) if ATTENTION in props else STANDARD
+    except json.JSONDecodeError:
+        attention = None
+    if attention not in ATTENTION_FORMS:
+        raise ConfigError(f"metadata {ATTENTION!r} must be one of {', '.join(ATTENTION_FORMS)}", source)
     return GraphFacts(architecture=v[ARCHITECTURE], num_layers=int(v[NUM_LAYERS]), dtype=v[DTYPE],
-                      selection=v[SELECTION])
+                      selection=v[SELECTION], attention=attention)
 
 
 def _decoded(props: dict[str, str], source: str) -> dict:

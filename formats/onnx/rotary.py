@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from ..errors import SpecError
 from ..factor_set import FactorSet
 from ..spec import LongRopeSpec
 from .graph_builder import GraphBuilder
@@ -50,7 +51,11 @@ def rotary_cos_sin(b: GraphBuilder, spec: LongRopeSpec, position_ids: str, inv_f
     pos = b.op("Cast", position_ids, to=TensorProto.FLOAT, name="rope/positions")
     pos = b.op("Unsqueeze", pos, b.const([-1]))
     emb = _embedded_angles(b, pos, inv_freq, "rope")
-    scale = b.initializer(ATTENTION_FACTOR, np.asarray(spec.attention_factor, np.float32))
+    if spec.has_per_set_attention_factors:  # PhiMoE short_mscale != long_mscale: not in the graph yet
+        raise SpecError("the ONNX graph has one attention factor; short_mscale != long_mscale is not supported "
+                        f"(short {spec.attention_factor_for(FactorSet.SHORT)}, long "
+                        f"{spec.attention_factor_for(FactorSet.LONG)})")
+    scale = b.initializer(ATTENTION_FACTOR, np.asarray(spec.attention_factor_for(FactorSet.LONG), np.float32))
     plain = _plain_cos_sin(b, spec, position_ids, pos) if spec.start_tokens > 0 else None
     out = []
     for fn in ("Cos", "Sin"):

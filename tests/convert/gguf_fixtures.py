@@ -46,9 +46,12 @@ def token_ids(length: int, seed: int = 0) -> list[int]:
 @functools.lru_cache(maxsize=None)
 def reference_logits(baked: Path, length: int, factor_set, spec=None) -> torch.Tensor:
     """float64 reference logits [T, vocab] with the given factor set forced."""
+    from longrope_convert.formats.hf.checkpoint import open_checkpoint
     from longrope_convert.verify.reference_model import ReferenceDecoder
 
-    ref = ReferenceDecoder(baked, dtype=torch.float64, spec=spec)
+    checkpoint = open_checkpoint(baked)
+    # where llama.cpp's graph routes experts its own way (PhiMoE), compare the rope against that same routing
+    ref = ReferenceDecoder(checkpoint, dtype=torch.float64, spec=spec, moe_routing=checkpoint.arch.gguf_moe_routing)
     return ref.forward(torch.tensor([token_ids(length, seed=length)]), factor_set=factor_set).logits[0]
 
 

@@ -17,13 +17,38 @@ LONG_LEN = 600
 FP32_REL_L2 = 1e-4  # the issue's bar for fp32 against the float64 reference
 
 
+class LazyExports(dict):
+    """hf_class -> (baked checkpoint, exported folder), each exported on first use: an architecture whose export
+    fails (one being added) fails its own tests only."""
+
+    def __init__(self, demo_models, root: Path, **options):
+        super().__init__()
+        self.demo_models, self.root, self.options = demo_models, root, options
+
+    def __missing__(self, hf_class: str) -> tuple[Path, Path]:
+        from longrope_convert.convert.export_onnx import export_onnx
+
+        baked = self.demo_models[hf_class].baked
+        self[hf_class] = (baked, export_onnx(baked, self.root / hf_class, **self.options).output)
+        return self[hf_class]
+
+
 @pytest.fixture(scope="session")
 def onnx_exports(demo_models, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    """hf_class -> (baked checkpoint, exported folder)."""
-    from longrope_convert.convert.export_onnx import export_onnx
+    """hf_class -> (baked checkpoint, exported folder), default export (GroupQueryAttention)."""
+    return LazyExports(demo_models, tmp_path_factory.mktemp("onnx"))
 
-    root = tmp_path_factory.mktemp("onnx")
-    return {cls: (m.baked, export_onnx(m.baked, root / cls).output) for cls, m in demo_models.items()}
+
+@pytest.fixture(scope="session")
+def onnx_exports_standard(demo_models, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """hf_class -> (baked checkpoint, exported folder) with `--attention standard` (plain ONNX ops)."""
+    return LazyExports(demo_models, tmp_path_factory.mktemp("onnx_standard"), attention="standard")
+
+
+@pytest.fixture(params=["gqa", "standard"])
+def exports_by_form(request, onnx_exports, onnx_exports_standard) -> dict[str, tuple[Path, Path]]:
+    """Both attention forms, one after the other."""
+    return onnx_exports if request.param == "gqa" else onnx_exports_standard
 
 
 def token_ids(length: int, seed: int = 0, batch: int = 1, vocab: int = 512) -> torch.Tensor:

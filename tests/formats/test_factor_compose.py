@@ -107,3 +107,18 @@ def test_real_llama2_files_compose(shared_factors, tmp_path):
     composed = compose_factor_files([one, rows])
     assert len(composed.product) == 64
     assert composed.product[0] == 1.0 and composed.product[-1] == pytest.approx(1024.0)
+
+
+def test_inspect_of_several_stage_files_shows_each_stage_and_the_product(tmp_path, capsys):
+    from longrope_convert.convert.cli import main
+
+    stage1, stage2 = tmp_path / "s1.csv", tmp_path / "s2.csv"
+    stage1.write_text("".join(f"{1 + i:.18e}\n" for i in range(8)))
+    stage2.write_text("".join(f"{2.0:.18e}\n" for _ in range(8)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", str(stage1), str(stage2)])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [float(r[-1]) for r in rows] == [2.0 * (1 + i) for i in range(8)]
+    assert "stage 1" in out and "product" in out

@@ -38,3 +38,12 @@ def test_verify_with_a_device_map_file(llama_model, tmp_path, capsys):
         main(["verify", str(llama_model.baked), "--lengths", "200", "--device-map", "everywhere"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and "--device-map" in err[0]
+
+
+def test_reference_with_a_layer_plan_equals_the_plain_reference(llama_model):
+    from longrope_convert.verify.reference_model import ReferenceDecoder
+
+    ids = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(10))
+    plain = ReferenceDecoder(llama_model.baked).forward(ids).logits
+    split = ReferenceDecoder(llama_model.baked, layer_devices=["cpu", "cpu"]).forward(ids).logits
+    assert torch.equal(plain, split)
