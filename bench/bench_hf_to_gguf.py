@@ -1,10 +1,11 @@
-"""Benchmark: our hf-to-gguf (to f16) vs llama.cpp's convert_hf_to_gguf.py vs a plain copy of the shards.
+"""Benchmark: our hf-to-gguf (to f16) vs llama.cpp's convert_hf_to_gguf.py vs a plain `cat` of the shards.
 
 Builds (once, cached) a >= 2 GB synthetic bf16 LLaMA checkpoint in TinyLlama-1.1B's shape, baked with example
 LongRoPE factors and a SentencePiece tokenizer, then runs the three commands alternately for --rounds rounds,
-each as a subprocess, printing wall time, peak RSS (ru_maxrss via a small launcher) and CPU time, and ratios.
+each as a subprocess, printing wall time, peak RSS (ru_maxrss via a small launcher) and CPU time, and one
+table with each command's time relative to llama.cpp's converter and to `cat`.
 
-    /tmp/venv/bin/python bench/bench_hf_to_gguf.py [--workdir /tmp/longrope-bench] [--rounds 2]
+    /tmp/venv/bin/python bench/bench_hf_to_gguf.py [--workdir /tmp/longrope-bench] [--rounds 3]
 
 llama.cpp's converter comes from the llama-cpp-python sdist: LONGROPE_LLAMA_CPP_SRC, else the unpacked sdist in
 /tmp/sdist, else `pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36` into the workdir.
@@ -128,7 +129,7 @@ def measure(argv: list[str], out: Path) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/longrope-bench"))
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     src = build_checkpoint(args.workdir / "llama-bf16")
     shards = sorted(src.glob("*.safetensors"))
@@ -139,7 +140,7 @@ def main() -> None:
                  "--outtype", "f16", "--force"],
         "llama.cpp": [sys.executable, str(llama_cpp_converter(args.workdir)), str(src), "--outfile", str(out),
                       "--outtype", "f16"],
-        "copy": ["sh", "-c", f"cat {' '.join(str(p) for p in shards)} > {out}"],
+        "cat": ["sh", "-c", f"cat {' '.join(str(p) for p in shards)} > {out}"],
     }
     print(f"checkpoint: {total / 1e9:.2f} GB bf16 in {len(shards)} shards ({src})")
     subprocess.run(["sh", "-c", f"cat {' '.join(str(p) for p in shards)} > /dev/null"], check=True)  # warm cache
@@ -151,13 +152,17 @@ def main() -> None:
             print(f"round {r + 1} {name:<10} {wall:7.2f} s {rss:8.0f} MB {cpu:7.2f} s CPU", flush=True)
     med = {k: (statistics.median(w for w, _, _ in v), max(m for _, m, _ in v), statistics.median(c for *_, c in v))
            for k, v in results.items()}
-    print(f"\n{'':<10} {'wall (median)':>14} {'peak RSS (max)':>15} {'CPU (median)':>13}")
+    print(f"\n{'':<10} {'wall (median)':>14} {'peak RSS (max)':>15} {'CPU (median)':>13} "
+          f"{'time / llama.cpp':>17} {'time / cat':>11}")
     for name, (wall, rss, cpu) in med.items():
-        print(f"{name:<10} {wall:12.2f} s {rss:12.0f} MB {cpu:11.2f} s")
+        print(f"{name:<10} {wall:12.2f} s {rss:12.0f} MB {cpu:11.2f} s "
+              f"{wall / med['llama.cpp'][0]:16.2f}x {wall / med['cat'][0]:10.2f}x")
     print(f"\nours / llama.cpp: time {med['ours'][0] / med['llama.cpp'][0]:.2f}x, "
           f"peak RSS {med['ours'][1] / med['llama.cpp'][1]:.2f}x, CPU {med['ours'][2] / med['llama.cpp'][2]:.2f}x "
           "(target <= 0.5x time and RSS)")
-    print(f"ours / copy: time {med['ours'][0] / med['copy'][0]:.2f}x")
+    print(f"ours / cat: time {med['ours'][0] / med['cat'][0]:.2f}x (target <= 1.5x)")
+    print("single rounds (s): " + "; ".join(f"{k} " + " / ".join(f"{w:.2f}" for w, _, _ in v)
+                                             for k, v in results.items()))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ whole rows (and whole heads, when permuted) at a time, so peak memory stays a fe
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import gguf
 import numpy as np
@@ -53,19 +52,11 @@ class TensorPlan:
 
     def chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
         """The converted tensor as consecutive chunks of output bytes."""
-        for task in self.chunk_tasks(chunk_bytes):
-            yield task()
-
-    def chunk_tasks(self, chunk_bytes: int | None = None) -> Iterator[Callable[[], np.ndarray]]:
-        """`chunks()` as one call per chunk, each independent of the others (mapping, permuting and converting
-        its own rows), so they can run on worker threads; the writer still writes their results in this order."""
         if self.source is None:
-            values = self.values
-            yield lambda: np.asarray(values, dtype=np.float32)
+            yield np.asarray(self.values, dtype=np.float32)
             return
-        chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         for info in (self.source, *self.stacked):  # stacked experts: one expert's rows after another
-            yield from _source_chunk_tasks(self, info, chunk_bytes)
+            yield from _source_chunks(self, info, chunk_bytes)
 
 
 def head_permutation(head_dim: int) -> np.ndarray:
@@ -73,30 +64,28 @@ def head_permutation(head_dim: int) -> np.ndarray:
     return np.arange(head_dim).reshape(2, head_dim // 2).T.reshape(-1)
 
 
-def _source_chunk_tasks(plan: TensorPlan, info: TensorInfo, chunk_bytes: int) -> Iterator[Callable[[], np.ndarray]]:
+def _source_chunks(plan: TensorPlan, info: TensorInfo, chunk_bytes: int) -> Iterator[np.ndarray]:
     view = SOURCE_VIEW[info.dtype]
     rows = info.shape[0] if info.shape else 1
     row_shape = tuple(info.shape[1:])
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(view).itemsize
     step = max(1, chunk_bytes // max(row_bytes, 1))
-    perm = None
     if plan.head_rows:
         step = max(plan.head_rows, step // plan.head_rows * plan.head_rows)
         perm = head_permutation(plan.head_rows)
     column_mean = _column_mean(info, view, step, row_shape, row_bytes) if plan.centre == "columns" else None
-
-    def chunk(r0: int, r1: int) -> np.ndarray:
-        raw = _map_rows(info, view, r0, r1, row_shape, row_bytes)  # dropped on return
-        if perm is not None:
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        raw = _map_rows(info, view, r0, r1, row_shape, row_bytes)
+        if plan.head_rows:
             block = raw.reshape(-1, plan.head_rows, *row_shape)[:, perm]
             raw = block.reshape(r1 - r0, *row_shape)
         if plan.centre:
             raw = _centred(to_float32(raw, info.dtype), plan.centre, column_mean)
-            return np.ascontiguousarray(convert_chunk(raw, "F32", plan.qtype))
-        return np.ascontiguousarray(convert_chunk(raw, info.dtype, plan.qtype))
-
-    for r0 in range(0, rows, step):
-        yield functools.partial(chunk, r0, min(rows, r0 + step))
+            yield np.ascontiguousarray(convert_chunk(raw, "F32", plan.qtype))
+        else:
+            yield np.ascontiguousarray(convert_chunk(raw, info.dtype, plan.qtype))
+        del raw
 
 
 def _column_mean(info: TensorInfo, view, step: int, row_shape: tuple[int, ...], row_bytes: int) -> np.ndarray:
