@@ -3,7 +3,8 @@ tensor's data chunk by chunk, so no tensor (let alone the model) is ever held wh
 
 GGUFWriter.write_tensor_data only needs `.nbytes` and `.tofile(fout)` from what it is given; `StreamedTensor`
 provides both and pulls converted chunks from the plan while it writes, with gguf-py doing alignment and padding.
-(Converting the next chunk on a worker thread while writing was measured: no gain on 2 busy cores, +25 MB RSS.)
+(A bounded two-worker conversion pipeline measured 4.5 s against 8.2 s serial on 2.2 GB bf16 -> f16, byte-identical,
++10 MB RSS, but still 3.2x a plain `cat` there; it stays out until it meets the 1.5x target: docs/gguf.md.)
 """
 
 from __future__ import annotations
