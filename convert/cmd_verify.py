@@ -51,11 +51,12 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--device-map", metavar="auto|balanced|sequential|FILE.json",
               help="Place transformers over several devices with accelerate (and split the reference's layers over "
                    "the visible GPUs): for models that do not fit on one GPU, e.g. 70B at 128k.")
+@click.option("--force", is_flag=True, help="Replace existing --json, --junit and --plot files.")
 @click.option("--no-precision-floor", is_flag=True,
               help="Use the fixed tolerance table only (default: also allow 4x each case's measured float32 floor).")
 def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, lengths, allow_beyond_max: bool,
            device: str, dtype: str, tolerances, reference_spec, reference_dtype, start_tokens, seed: int,
-           json_out, junit_out, plot_out, write_card: bool, device_map, no_precision_floor: bool) -> None:
+           json_out, junit_out, plot_out, write_card: bool, device_map, force: bool, no_precision_floor: bool) -> None:
     """Check transformers, GGUF files and ONNX folders against an independent float64 reference on SRC.
 
     SRC is a baked LongRoPE checkpoint folder. The table goes to stdout, progress and logs to stderr.
@@ -75,7 +76,7 @@ def verify(src: Path, ggufs, onnx_dirs, extra_targets, no_transformers: bool, le
     inputs = [src] + [r.path for r in requests if r.path is not None]
     for out in (json_out, junit_out, plot_out):
         if out is not None:
-            check_report_path(out, inputs)
+            check_report_path(out, inputs, force)
     options = VerifyOptions(src=src, targets=tuple(requests), lengths=lengths, device=device, dtype=dtype,
                             tolerances=overrides, reference_spec=reference_spec, reference_dtype=reference_dtype,
                             seed=seed, allow_beyond_max=allow_beyond_max, start_tokens=start_tokens,

@@ -16,12 +16,12 @@ SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
 JUNIT_SUITE = "longrope-convert verify"
 
 
-def check_report_path(out: Path, inputs: Sequence[Path]) -> None:
-    """Before any work: a report may replace an older regular file (a rerun rewrites its report), never a folder,
-    a device, FIFO or socket, a link into an input, or anything inside an input."""
+def check_report_path(out: Path, inputs: Sequence[Path], force: bool = False) -> None:
+    """Before any work: a report replaces an older regular file only with --force, and never a folder, a device,
+    FIFO or socket, a link into an input, or anything inside an input."""
     if out.is_dir() and not out.is_symlink():
         raise OutputPathError("is a folder; give a file name for the report", out)
-    check_output_path(out, inputs, force=True, kind="file")
+    check_output_path(out, inputs, force=force, kind="file")
 
 
 def report_json(report: VerifyReport) -> str:

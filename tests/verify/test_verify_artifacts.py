@@ -18,7 +18,7 @@ LENGTHS = "200,256,257,600,255+2"  # L_orig is 256
 def verify_json(args: list[str], tmp_path: Path, capsys) -> tuple[int, list[dict]]:
     out = tmp_path / "report.json"
     with pytest.raises(SystemExit) as exit_info:
-        main(["verify", *args, "--lengths", LENGTHS, "--no-transformers", "--json", str(out)])
+        main(["verify", *args, "--lengths", LENGTHS, "--no-transformers", "--json", str(out), "--force"])
     capsys.readouterr()
     return exit_info.value.code, json.loads(out.read_text())["results"]
 

@@ -28,10 +28,13 @@ def test_plot_and_model_card(llama_model, tmp_path, capsys):
     (src / "README.md").write_text("# my model\n\nintro\n")
     weights = {k: v for k, v in tree_digest(src).items() if k not in ("README.md",)}
     png = tmp_path / "errors.png"
-    for _ in range(2):  # the second run replaces the section instead of appending another
+    for extra in ([], ["--force"]):  # the second run replaces the section instead of appending another
         with pytest.raises(SystemExit) as exit_info:
-            main(["verify", str(src), "--lengths", "200,300", "--plot", str(png), "--write-card"])
+            main(["verify", str(src), "--lengths", "200,300", "--plot", str(png), "--write-card", *extra])
         assert exit_info.value.code == 0
+    with pytest.raises(SystemExit) as exit_info:  # an existing plot is not replaced without --force
+        main(["verify", str(src), "--lengths", "200", "--plot", str(png)])
+    assert exit_info.value.code == 2 and "pass --force" in capsys.readouterr().err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     card = (src / "README.md").read_text()
     assert card.startswith("# my model\n\nintro\n") and card.count("## LongRoPE parity") == 1
