@@ -80,6 +80,16 @@ HANDLED = {
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
 
 
+def _wait_for_partial_output(out, proc, limit: float) -> float:
+    """Seconds until a `.OUT.partial-*` temp output appears beside OUT (or the command ends, or `limit` passes)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit and proc.poll() is None:
+        if any(out.parent.glob(f".{out.name}.partial-*")):
+            break
+        time.sleep(0.01)
+    return time.perf_counter() - start
+
+
 @pytest.mark.parametrize("conversion", CONVERSIONS, ids=[c.name for c in CONVERSIONS])
 @pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
 def test_killed_conversion_leaves_nothing_and_rerun_succeeds(tmp_path, big_src, conversion, sig):
@@ -92,7 +102,10 @@ def test_killed_conversion_leaves_nothing_and_rerun_succeeds(tmp_path, big_src, 
         out = tmp_path / f"{attempt}-{conversion.output_name}"
         proc = subprocess.Popen(_cli(conversion.argv(big_src, out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        time.sleep(rng.uniform(0.3, 0.9) * full)
+        # signal once the command is writing (its handlers are installed then; a signal during the interpreter's
+        # own start-up is not the command's to handle), at a random point of the remaining time
+        waited = _wait_for_partial_output(out, proc, full * 3)
+        time.sleep(rng.uniform(0.0, 0.7) * max(full - waited, 0.05))
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         finished = out.exists()
