@@ -149,7 +149,7 @@ def test_verify_without_start_tokens_fails_the_n_hat_graph(models, tmp_path, cap
     assert all(f"graph has n_hat {N_HAT} start tokens, reference 0" in r["note"] for r in results)
     # and the other way round: a plain graph against an n_hat truth
     code, _, _ = run_cli(["verify", baked, "--no-transformers", "--onnx", plain, "--start-tokens", N_HAT,
-                          "--lengths", "200", "--json", report], capsys)
+                          "--lengths", "200", "--json", report, "--force"], capsys)
     assert code == 1 and json.loads(report.read_text())["results"][0]["status"] == "fail"
 
 
