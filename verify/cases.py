@@ -73,11 +73,12 @@ class Case:
         switch_start = min(max(part, l_orig - part // 2), tail[0] - part)
         return _merged([(0, part), (switch_start, switch_start + part), tail])
 
-    def positions(self, vocab_size: int, l_orig: int) -> "torch.Tensor":
-        """The compared positions as one sorted int64 tensor."""
-        import torch
 
-        return torch.cat([torch.arange(a, b) for a, b in self.position_ranges(vocab_size, l_orig)])
+def positions_in(ranges: list[tuple[int, int]]) -> "torch.Tensor":
+    """Every position of the sorted [start, end) ranges, as one int64 tensor."""
+    import torch
+
+    return torch.cat([torch.arange(a, b) for a, b in ranges])
 
 
 def default_cases(l_orig: int, max_positions: int, on_gpu: bool, max_tokens: int | None = None) -> list[Case]:

@@ -8,6 +8,11 @@ SCHEMA_VERSION = 2
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 
 
+def join_notes(*notes: str) -> str:
+    """The non-empty notes of a row, in order, as one `; `-separated note."""
+    return "; ".join(n for n in notes if n)
+
+
 @dataclass
 class CaseInfo:
     """A case as the reference ran it."""

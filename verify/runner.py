@@ -23,11 +23,20 @@ from ..formats.factor_set import FactorSet
 from ..formats.hf.checkpoint import Checkpoint, open_checkpoint
 from ..formats.spec import LongRopeSpec
 from ..formats.spec_inputs import with_start_tokens
-from .cases import Case, default_cases, parse_lengths
+from .cases import Case, default_cases, parse_lengths, positions_in
 from .device_map import layer_devices, parse_device_map
 from .metrics import LogitComparison, compare_logits
 from .reference_run import CACHE_SEMANTICS, ReferenceRunner, decode_set_label
-from .report import ERROR, FAIL, PASS, SKIP, CaseInfo, CaseResult, VerifyReport
+from .report import (
+    ERROR,
+    FAIL,
+    PASS,
+    SKIP,
+    CaseInfo,
+    CaseResult,
+    VerifyReport,
+    join_notes,
+)
 from .targets import Target, TargetContext, TargetRequest, open_target
 from .tolerances import Override, failures, tolerance_for
 
@@ -169,15 +178,16 @@ def _floor_runner(checkpoint: Checkpoint, spec: LongRopeSpec, device: str, refer
 
 def _run_case(case: Case, ids: torch.Tensor, vocab: int, targets: list[Target], truth_runners: "TruthRunners",
               overrides: tuple[Override, ...], report: VerifyReport, bar) -> None:
-    positions = case.positions(vocab, truth_runners.reference.spec.original_max_position_embeddings)
+    ranges = case.position_ranges(vocab, truth_runners.reference.spec.original_max_position_embeddings)
+    positions = positions_in(ranges)
     truth = _CaseTruth(case, ids, positions, truth_runners)
     for target in targets:
         bar.set_postfix_str(f"{target.kind} @ {case.label}")
         report.results.append(_run_target(case, ids, positions, target, truth, overrides, report))
         bar.update(1)
-    ranges = [list(r) for r in case.position_ranges(vocab, truth_runners.reference.spec.original_max_position_embeddings)]
     report.cases.append(CaseInfo(case.name, case.label, case.prefill, case.steps, case.length, len(positions),
-                                 truth.labels(), round(truth.seconds, 4), ranges, truth.floor_dicts()))
+                                 truth.labels(), round(truth.seconds, 4), [list(r) for r in ranges],
+                                 truth.floor_dicts()))
     log.info("case %s (%s): reference %.1f s; %s", case.label, case.name, truth.seconds,
              ", ".join(f"{r.target} {r.status}" for r in report.results if r.label == case.label))
 
@@ -203,7 +213,7 @@ class _CaseTruth:
     def logits(self, which: FactorSet | None, routing: str | None = None) -> tuple[torch.Tensor, str]:
         """Prefill: logits with `which`; decode (which=None): the cached steps, each with its own set. `routing`
         runs the truth with a runtime's own MoE routing rule (llama.cpp's phimoe), so its rope is still checked."""
-        key = (which.value if which is not None else "decode") + (f"@{routing}" if routing else "")
+        key = _truth_key(which, routing)
         if key not in self.by_set:
             start = time.perf_counter()
             self.by_set[key] = self._run(self.runners.reference, which, routing)
@@ -226,7 +236,7 @@ class _CaseTruth:
                 "--lengths or --reference-dtype float32") from None
 
     def floor(self, which: FactorSet | None, routing: str | None = None) -> LogitComparison | None:
-        return self.floors.get((which.value if which is not None else "decode") + (f"@{routing}" if routing else ""))
+        return self.floors.get(_truth_key(which, routing))
 
     def _label(self, key: str) -> str:
         base, _, routing = key.partition("@")
@@ -239,6 +249,11 @@ class _CaseTruth:
         """Per reference set: how far float32 (the runtimes' order of operations) is from the float64 truth."""
         return {self._label(k): {"rel_l2": f.relative_l2, "kl": f.mean_kl, "top1": f.top1_agreement}
                 for k, f in self.floors.items()}
+
+
+def _truth_key(which: FactorSet | None, routing: str | None) -> str:
+    """"short", "long" or "decode", with "@rule" when the truth ran with a runtime's own MoE routing."""
+    return (which.value if which is not None else "decode") + (f"@{routing}" if routing else "")
 
 
 def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: Target, truth: _CaseTruth,
@@ -268,7 +283,7 @@ def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: 
     compared = positions if not case.is_decode else torch.arange(case.prefill, case.length)
     result.factor_set, result.note = out.factor_set, out.note
     if routing:
-        result.note = "; ".join(n for n in (f"reference with the runtime's own MoE routing ({routing})", out.note) if n)
+        result.note = join_notes(f"reference with the runtime's own MoE routing ({routing})", out.note)
     result.metrics = comparison.as_dict() | {"worst_position": int(compared[comparison.worst_row])}
     result.tolerance = tol.as_dict()
     report.curves[(target.name, case.label)] = (compared.tolist(), list(comparison.row_errors))
@@ -282,5 +297,5 @@ def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: 
     if result.failures and out.expected_divergence and not out.failure:
         # a runtime that departs from the reference by design: the row keeps its numbers and says why
         result.status, result.failures = SKIP, []
-        result.note = "; ".join(n for n in (f"expected divergence: {out.expected_divergence}", result.note) if n)
+        result.note = join_notes(f"expected divergence: {out.expected_divergence}", result.note)
     return result

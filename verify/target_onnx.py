@@ -21,6 +21,7 @@ from ..formats.onnx.attention_forms import GQA, STANDARD
 from ..formats.onnx.metadata import selection_text
 from .cases import Case
 from .memory import available_gpu_bytes, available_host_bytes, too_big_reason
+from .report import join_notes
 from .target_base import SequenceRuleTarget
 from .targets import TargetContext, TargetError, TargetOutput
 
@@ -65,8 +66,7 @@ class OnnxTarget(SequenceRuleTarget):
 
     def run(self, case: Case, input_ids: torch.Tensor, positions: torch.Tensor) -> TargetOutput:
         ids = input_ids.cpu().numpy().astype(np.int64)
-        note = "; ".join(n for n in (f"graph frozen at {self.frozen.value}" if self.frozen else "",
-                                     self._start_tokens_note()) if n)
+        note = join_notes(f"graph frozen at {self.frozen.value}" if self.frozen else "", self._start_tokens_note())
         if case.is_decode:
             _, past = self.session.forward(ids[:, :case.prefill])
             steps = []

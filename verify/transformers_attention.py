@@ -46,7 +46,10 @@ class _ExpandedHeadsModule:
 def longrope_sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs):
     """transformers' `sdpa_attention_forward`, with key/value expanded to the query's head count first when
     `expands_heads(query)` says so; the same signature and return value ((output, None))."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import (
+        repeat_kv,
+        sdpa_attention_forward,
+    )
 
     q_heads, kv_heads = query.shape[1], key.shape[1]
     if q_heads != kv_heads and expands_heads(query):
@@ -71,7 +74,10 @@ def register_longrope_attention() -> str:
 
     AttentionInterface.register(ATTENTION_NAME, longrope_sdpa_attention_forward)
     try:
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+        from transformers.masking_utils import (
+            ALL_MASK_ATTENTION_FUNCTIONS,
+            AttentionMaskInterface,
+        )
     except ImportError:  # transformers < 4.53
         return ATTENTION_NAME
     AttentionMaskInterface.register(ATTENTION_NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])

@@ -23,10 +23,15 @@ from ..factor_set import FactorSet
 from ..json_io import read_json
 from ..spec import LongRopeSpec, default_attention_factor
 from .geometry import geometry
-from .rope_keys import LONGROPE_TYPES, original_max_positions, rope_dict, rope_theta, rope_type
+from .rope_keys import (
+    LONGROPE_TYPES,
+    original_max_positions,
+    rope_dict,
+    rope_theta,
+    rope_type,
+)
 
 log = logging.getLogger(__name__)
-
 
 
 def read_config(path: str | Path) -> dict:
@@ -55,7 +60,7 @@ def spec_from_config(config: dict, source: str = "config.json") -> LongRopeSpec 
     if explicit is None and factor and not math.isclose(float(factor), max_pos / l_orig, rel_tol=1e-9):
         # transformers derives mscale from `factor` when present: keep that behaviour explicit.
         explicit = default_attention_factor(float(factor), l_orig)
-    short_mscale, long_mscale = _mscales(rope) if _reads_mscales(config) else (None, None)
+    short_mscale, long_mscale = _mscales(rope, source) if _reads_mscales(config) else (None, None)
     try:
         return LongRopeSpec(
             long_factor=tuple(rope.get("long_factor") or ()),
@@ -83,13 +88,13 @@ def _reads_mscales(config: dict) -> bool:
                for a in ARCHITECTURES.values())
 
 
-def _mscales(rope: dict) -> tuple[float | None, float | None]:
+def _mscales(rope: dict, source: str) -> tuple[float | None, float | None]:
     """PhiMoE's per-set attention factors (`short_mscale`/`long_mscale`), each replacing the default factor."""
     values = []
     for key in ("short_mscale", "long_mscale"):
         value = rope.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ConfigError(f"rope_scaling '{key}' must be a number, got {value!r}")
+            raise ConfigError(f"rope_scaling '{key}' must be a number, got {value!r}", source)
         values.append(float(value) if value is not None else None)
     return values[0], values[1]
 
