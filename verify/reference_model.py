@@ -64,6 +64,8 @@ class ForwardResult:
     logits: torch.Tensor  # [B, T, vocab] (or [B, 1, vocab] with last_only); the cache is the one passed in
     cache: KVCache
     factor_set: FactorSet
+    # MoE models: per logit row, the smallest routing margin over the layers (reference_moe.routing_margin)
+    routing_margin: torch.Tensor | None = None
 
 
 def plain_rope_spec(config: dict, rotary_dim: int) -> LongRopeSpec:
@@ -105,30 +107,37 @@ class ReferenceDecoder:
         positions = torch.arange(past, total, device=self.device)
         cos, sin = self.spec.cos_sin(positions, chosen, self.dtype)
         x = self.weights.embed[input_ids.to(self.device)]
+        margin = None
         for i, layer in enumerate(self.weights.layers):
             if x.device != layer.q.device:  # the next block of a split model: activations follow the weights
                 x, cos, sin = (t.to(layer.q.device) for t in (x, cos, sin))
-            x = self._block(x, layer, cos, sin, cache, i, past, self.windows[i])
+            x, layer_margin = self._block(x, layer, cos, sin, cache, i, past, self.windows[i])
+            if layer_margin is not None:
+                layer_margin = layer_margin.cpu()
+                margin = layer_margin if margin is None else torch.minimum(margin, layer_margin)
         cache.advance(input_ids.shape[1])
         if last_only:
-            x = x[:, -1:]
-        elif logit_rows is not None:
+            logit_rows = torch.tensor([input_ids.shape[1] - 1])
+        if logit_rows is not None:
             x = x[:, logit_rows.to(x.device)]
+            margin = margin[:, logit_rows.cpu()] if margin is not None else None
         w = self.weights
         logits = _linear(self.norm(x, w.final_norm, w.final_norm_bias, self.geo.rms_norm_eps), w.lm_head,
                          w.lm_head_bias)
-        return ForwardResult(logits=logits, cache=cache, factor_set=chosen)
+        return ForwardResult(logits=logits, cache=cache, factor_set=chosen, routing_margin=margin)
 
     def _block(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None):
+        """The layer's output and, for a sparse MoE MLP, each token's routing margin (None for a dense MLP)."""
         eps = self.geo.rms_norm_eps
         normed = self.norm(x, w.input_norm, w.bias(Role.INPUT_NORM), eps)
         x = x + self._attention(normed, w, cos, sin, cache, layer, past, window)
         hn = self.norm(x, w.post_norm, w.bias(Role.POST_NORM), eps)
         if w.router is not None:  # sparse MoE MLP (PhiMoE)
-            return x + moe_mlp(hn, w.router, w.experts, self.geo.experts_per_token, self.jitter_eps,
-                               self.moe_routing)
+            out, margin = moe_mlp(hn, w.router, w.experts, self.geo.experts_per_token, self.jitter_eps,
+                                  self.moe_routing)
+            return x + out, margin
         act = F.silu(_linear(hn, w.gate, w.bias(Role.GATE))) * _linear(hn, w.up, w.bias(Role.UP))
-        return x + _linear(act, w.down, w.bias(Role.DOWN))
+        return x + _linear(act, w.down, w.bias(Role.DOWN)), None
 
     def _attention(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None):
         g = self.geo

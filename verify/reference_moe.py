@@ -56,12 +56,33 @@ def route(rule: str, scores: torch.Tensor, k: int, eps: float) -> tuple[torch.Te
 ROUTING_RULES = ("sparsemixer", "softmax_topk")
 
 
+def routing_margin(rule: str, scores: torch.Tensor, k: int, eps: float) -> torch.Tensor:
+    """[tokens]: how close each token's routing is to a discrete change, as a relative distance (0: a tie).
+
+    Every rule picks the top k by score: the gaps between consecutive ranks down to rank k+1, over the token's
+    largest |score|. sparsemixer also drops an expert when (ref - s_j) / max(|s_j|, ref) > 2*eps, with ref the
+    first then the second score: the distance of that ratio from 2*eps. A runtime whose scores are off by a
+    relative d can route a token with a margin below ~d otherwise than the truth (a routing flip, docs/phimoe.md)."""
+    ranked = scores.sort(dim=-1, descending=True).values
+    scale = scores.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    margin = ((ranked[:, :k] - ranked[:, 1:k + 1]) / scale).amin(-1)
+    if rule != "sparsemixer":
+        return margin
+    for ref in (ranked[:, :1], ranked[:, 1:2]):
+        ratio = (ref - scores) / scores.abs().clamp(min=ref)
+        distance = (ratio - 2 * eps).abs().masked_fill(scores >= ref, float("inf"))  # ref and above: never dropped
+        margin = torch.minimum(margin, distance.amin(-1))
+    return margin
+
+
 def moe_mlp(x: torch.Tensor, router: torch.Tensor, experts: list[dict[Role, torch.Tensor]], k: int, eps: float,
-            rule: str = "sparsemixer") -> torch.Tensor:
-    """sum_k weight_k * down_e(silu(gate_e(x)) * up_e(x)) over each token's routed experts; every expert runs
-    densely on all tokens (exact, and simple enough for the small models a reference checks)."""
+            rule: str = "sparsemixer") -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_k weight_k * down_e(silu(gate_e(x)) * up_e(x)) over each token's routed experts, and each token's
+    routing_margin [B, T]; every expert runs densely on all tokens (exact, and simple enough for the small models
+    a reference checks)."""
     flat = x.reshape(-1, x.shape[-1])
-    weights, chosen = route(rule, flat @ router.T, k, eps)
+    scores = flat @ router.T
+    weights, chosen = route(rule, scores, k, eps)
     out = torch.zeros_like(flat)
     for e, w in enumerate(experts):
         mix = (weights * (chosen == e)).sum(-1, keepdim=True)  # this expert's weight per token (0: not routed)
@@ -69,4 +90,4 @@ def moe_mlp(x: torch.Tensor, router: torch.Tensor, experts: list[dict[Role, torc
             continue
         act = F.silu(flat @ w[Role.EXPERT_GATE].T) * (flat @ w[Role.EXPERT_UP].T)
         out = out + mix * (act @ w[Role.EXPERT_DOWN].T)
-    return out.reshape(x.shape)
+    return out.reshape(x.shape), routing_margin(rule, scores, k, eps).reshape(x.shape[:-1])

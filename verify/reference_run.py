@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -89,12 +90,12 @@ class ReferenceRunner:
         free = available_gpu_bytes() if self.device == "cuda" else available_host_bytes()
         return int(min(MAX_CHUNK, max(MIN_CHUNK, MEMORY_SHARE * free // per_position)))
 
-    def prefill_logits(self, ids: torch.Tensor, factor_set: FactorSet, positions: torch.Tensor) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor, factor_set: FactorSet, positions: torch.Tensor) -> "TruthLogits":
         """Logits [len(positions), V] at the sorted `positions` of ids [1, T], every position rotated with
         `factor_set`; chunks without a compared position produce no logits at all."""
         length = ids.shape[1]
         chunk = self.chunk_size(length)
-        cache, pieces = KVCache(capacity=length), []
+        cache, pieces, margins = KVCache(capacity=length), [], []
         positions = positions.to(torch.int64).cpu()
         for start in range(0, length, chunk):
             end = min(length, start + chunk)
@@ -102,18 +103,36 @@ class ReferenceRunner:
             result = self.model.forward(ids[:, start:end], cache, factor_set, logit_rows=rows)
             if len(rows):
                 pieces.append(result.logits[0])
-        return torch.cat(pieces, dim=0)
+                margins.append(result.routing_margin)
+        return TruthLogits(torch.cat(pieces, dim=0), _joined(margins))
 
-    def decode_logits(self, ids: torch.Tensor, prefill: int) -> tuple[torch.Tensor, list[FactorSet]]:
-        """Prefill `prefill` tokens, then one cached step per remaining token; logits [steps, V] and each step's set."""
+    def decode(self, ids: torch.Tensor, prefill: int) -> "TruthLogits":
+        """Prefill `prefill` tokens, then one cached step per remaining token: logits [steps, V], each step's set."""
         result = self.model.forward(ids[:, :prefill], KVCache(capacity=ids.shape[1]), last_only=True)
-        cache, logits, sets = result.cache, [], []
+        cache, logits, sets, margins = result.cache, [], [], []
         for pos in range(prefill, ids.shape[1]):
             result = self.model.forward(ids[:, pos:pos + 1], cache)
             cache = result.cache
             logits.append(result.logits[0, -1])
             sets.append(result.factor_set)
-        return torch.stack(logits), sets
+            margins.append(result.routing_margin)
+        return TruthLogits(torch.stack(logits), _joined(margins), tuple(sets))
+
+
+@dataclass(frozen=True)
+class TruthLogits:
+    """The truth's logits at the compared rows, with what a comparison needs to explain a difference there."""
+
+    logits: torch.Tensor  # [rows, V]
+    routing_margin: torch.Tensor | None = None  # [rows], MoE models: the smallest margin over the layers
+    sets: tuple[FactorSet, ...] = ()  # decode: each step's factor set
+
+
+def _joined(margins: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Per-forward margins [1, rows] as one [rows] tensor; None for a dense model."""
+    if not margins or margins[0] is None:
+        return None
+    return torch.cat([m.reshape(-1) for m in margins])
 
 
 def decode_set_label(sets: list[FactorSet]) -> str:

@@ -26,7 +26,8 @@ from ..formats.spec_inputs import with_start_tokens
 from .cases import Case, default_cases, parse_lengths, positions_in
 from .device_map import layer_devices, parse_device_map
 from .metrics import LogitComparison, compare_logits
-from .reference_run import CACHE_SEMANTICS, ReferenceRunner, decode_set_label
+from .reference_run import CACHE_SEMANTICS, ReferenceRunner, TruthLogits, decode_set_label
+from .routing_flips import excluding_routing_flips, precision_floor
 from .report import (
     ERROR,
     FAIL,
@@ -205,12 +206,12 @@ class _CaseTruth:
 
     def __init__(self, case: Case, ids: torch.Tensor, positions: torch.Tensor, runners: TruthRunners):
         self.case, self.ids, self.positions, self.runners = case, ids, positions, runners
-        self.by_set: dict[str, torch.Tensor] = {}
+        self.by_set: dict[str, TruthLogits] = {}
         self.floors: dict[str, LogitComparison] = {}
         self.seconds = 0.0
         self.decode_label = ""
 
-    def logits(self, which: FactorSet | None, routing: str | None = None) -> tuple[torch.Tensor, str]:
+    def logits(self, which: FactorSet | None, routing: str | None = None) -> tuple[TruthLogits, str]:
         """Prefill: logits with `which`; decode (which=None): the cached steps, each with its own set. `routing`
         runs the truth with a runtime's own MoE routing rule (llama.cpp's phimoe), so its rope is still checked."""
         key = _truth_key(which, routing)
@@ -219,17 +220,17 @@ class _CaseTruth:
             self.by_set[key] = self._run(self.runners.reference, which, routing)
             self.seconds += time.perf_counter() - start
             if self.runners.floor is not None:
-                self.floors[key] = compare_logits(self.by_set[key], self._run(self.runners.floor, which, routing))
+                self.floors[key] = precision_floor(self.by_set[key], self._run(self.runners.floor, which, routing))
         return self.by_set[key], (self.decode_label if which is None else which.value)
 
-    def _run(self, runner: ReferenceRunner, which: FactorSet | None, routing: str | None) -> torch.Tensor:
+    def _run(self, runner: ReferenceRunner, which: FactorSet | None, routing: str | None) -> TruthLogits:
         try:
             with runner.moe_routing(routing):
                 if which is None:
-                    logits, sets = runner.decode_logits(self.ids, self.case.prefill)
-                    self.decode_label = decode_set_label(sets)
-                    return logits
-                return runner.prefill_logits(self.ids, which, self.positions)
+                    truth = runner.decode(self.ids, self.case.prefill)
+                    self.decode_label = decode_set_label(list(truth.sets))
+                    return truth
+                return runner.prefill(self.ids, which, self.positions)
         except torch.cuda.OutOfMemoryError:
             raise MemoryBudgetError(
                 f"the reference at {self.case.length} tokens does not fit in GPU memory; pass shorter "
@@ -266,13 +267,13 @@ def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: 
         return result
     which = None if case.is_decode else target.expected_set(case)
     routing = getattr(target, "reference_routing", None)
-    ref, ref_set = truth.logits(which, routing)
+    truth_logits, ref_set = truth.logits(which, routing)
     result.reference_set = ref_set
     start = time.perf_counter()
     try:
         out = target.run(case, ids, positions)
         result.seconds = round(time.perf_counter() - start, 4)
-        comparison = compare_logits(ref, out.logits)  # ValueError when the shapes differ
+        comparison = compare_logits(truth_logits.logits, out.logits)  # ValueError when the shapes differ
     except LongRopeError:
         raise
     except Exception as exc:  # a runtime crashing on an artifact is a failed check, not a crash of verify
@@ -281,14 +282,15 @@ def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: 
         return result
     tol = tolerance_for(target.kind, target.precision, overrides, case.length, truth.floor(which, routing))
     compared = positions if not case.is_decode else torch.arange(case.prefill, case.length)
-    result.factor_set, result.note = out.factor_set, out.note
-    if routing:
-        result.note = join_notes(f"reference with the runtime's own MoE routing ({routing})", out.note)
-    result.metrics = comparison.as_dict() | {"worst_position": int(compared[comparison.worst_row])}
-    result.tolerance = tol.as_dict()
     report.curves[(target.name, case.label)] = (compared.tolist(), list(comparison.row_errors))
-    result.failures = failures(tol, comparison.relative_l2, comparison.mean_kl, comparison.top1_agreement,
-                               comparison.max_abs_diff)
+    judged = excluding_routing_flips(comparison, truth_logits, out.logits, compared, tol)
+    result.factor_set, result.note = out.factor_set, join_notes(judged.note, out.note)
+    if routing:
+        result.note = join_notes(f"reference with the runtime's own MoE routing ({routing})", result.note)
+    result.metrics = judged.metrics()
+    result.tolerance = tol.as_dict()
+    c = judged.comparison
+    result.failures = failures(tol, c.relative_l2, c.mean_kl, c.top1_agreement, c.max_abs_diff)
     if out.failure:
         result.failures.append(out.failure)
     elif out.factor_set != ref_set:

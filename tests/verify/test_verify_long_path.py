@@ -26,17 +26,18 @@ def test_chunked_prefill_equals_one_forward(mistral, monkeypatch, which):
     monkeypatch.setattr(reference_run, "MAX_CHUNK", 64)  # 10 chunks, the tail split inside one
     runner = ReferenceRunner(mistral, ReferenceDecoder(mistral).spec)
     assert runner.chunk_size(600) == 64
-    tail = runner.prefill_logits(ids, which, torch.arange(500, 600))
+    tail = runner.prefill(ids, which, torch.arange(500, 600)).logits
     assert tail.shape == (100, 512)
     assert torch.allclose(tail, whole[-100:], rtol=0, atol=1e-10)
     spread = torch.tensor([0, 1, 63, 64, 255, 256, 257, 599])  # head, chunk edges, around L_orig, last
-    assert torch.allclose(runner.prefill_logits(ids, which, spread), whole[spread], rtol=0, atol=1e-10)
+    assert torch.allclose(runner.prefill(ids, which, spread).logits, whole[spread], rtol=0, atol=1e-10)
 
 
 def test_decode_steps_switch_sets_with_the_cache(mistral):
     runner = ReferenceRunner(mistral, ReferenceDecoder(mistral).spec)
     ids = torch.randint(0, 512, (1, 258), generator=torch.Generator().manual_seed(4))
-    logits, sets = runner.decode_logits(ids, 255)
+    decoded = runner.decode(ids, 255)
+    logits, sets = decoded.logits, list(decoded.sets)
     assert logits.shape == (3, 512)
     assert sets == [FactorSet.SHORT, FactorSet.LONG, FactorSet.LONG]
     assert decode_set_label(sets) == "short->long"
@@ -113,7 +114,7 @@ def test_reference_out_of_gpu_memory_is_one_line_and_exit_2(mistral, monkeypatch
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
 
-    monkeypatch.setattr(ReferenceRunner, "prefill_logits", out_of_memory)
+    monkeypatch.setattr(ReferenceRunner, "prefill", out_of_memory)
     with pytest.raises(SystemExit) as exit_info:
         main(["verify", str(mistral), "--device", "cpu", "--lengths", "600"])
     err = capsys.readouterr().err
