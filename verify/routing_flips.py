@@ -6,9 +6,9 @@ is neither a rope error nor a conversion error, and must not fail the case or hi
 A compared row is a routing flip when the truth's routing margin there (reference_moe.routing_margin: the relative
 distance of the nearest routing decision, over every layer) is below the target's rel_l2 limit, a relative error
 the target is allowed anyway, while the row itself is off by more than that limit. When such rows alone make a case
-fail, they are left out of its metrics and named in the note and in `metrics.routing_flips`. Guards: only under float32-class limits (looser limits
-absorb a flip: it costs ~3e-3), and only up to MAX_FLIP_SHARE of the rows; past that the rows count as they are,
-since a conversion error moves every row, near-tie or not.
+fail, they are left out of its metrics and named in the note and in `metrics.routing_flips`. Guards: only under
+float32-class limits (looser limits absorb a flip: it costs ~3e-3), and only up to MAX_FLIP_SHARE of the rows; past
+that the rows count as they are, since a conversion error moves every row, near-tie or not.
 """
 
 from __future__ import annotations
