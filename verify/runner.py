@@ -219,8 +219,9 @@ class _CaseTruth:
             start = time.perf_counter()
             self.by_set[key] = self._run(self.runners.reference, which, routing)
             self.seconds += time.perf_counter() - start
-            if self.runners.floor is not None:
-                self.floors[key] = precision_floor(self.by_set[key], self._run(self.runners.floor, which, routing))
+            set_key = _truth_key(which, None)
+            if self.runners.floor is not None and set_key not in self.floors:  # one floor per set, any routing
+                self.floors[set_key] = precision_floor(self.by_set[key], self._run(self.runners.floor, which, routing))
         return self.by_set[key], (self.decode_label if which is None else which.value)
 
     def _run(self, runner: ReferenceRunner, which: FactorSet | None, routing: str | None) -> TruthLogits:
@@ -236,8 +237,10 @@ class _CaseTruth:
                 f"the reference at {self.case.length} tokens does not fit in GPU memory; pass shorter "
                 "--lengths or --reference-dtype float32") from None
 
-    def floor(self, which: FactorSet | None, routing: str | None = None) -> LogitComparison | None:
-        return self.floors.get(_truth_key(which, routing))
+    def floor(self, which: FactorSet | None) -> LogitComparison | None:
+        """The case's float32 floor with `which`: measured once per set, with whichever routing rule ran first
+        (the floor is float32 arithmetic; the rule decides only which experts it runs through)."""
+        return self.floors.get(_truth_key(which, None))
 
     def _label(self, key: str) -> str:
         base, _, routing = key.partition("@")
@@ -280,7 +283,7 @@ def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: 
         log.debug("%s failed on %s", target.name, case.label, exc_info=True)
         result.status, result.failures = ERROR, [f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"]
         return result
-    tol = tolerance_for(target.kind, target.precision, overrides, case.length, truth.floor(which, routing))
+    tol = tolerance_for(target.kind, target.precision, overrides, case.length, truth.floor(which))
     compared = positions if not case.is_decode else torch.arange(case.prefill, case.length)
     report.curves[(target.name, case.label)] = (compared.tolist(), list(comparison.row_errors))
     judged = excluding_routing_flips(comparison, truth_logits, out.logits, compared, tol)
