@@ -106,31 +106,37 @@ class ReferenceDecoder:
         chosen = factor_set or self.spec.factor_set_for_length(total)
         positions = torch.arange(past, total, device=self.device)
         cos, sin = self.spec.cos_sin(positions, chosen, self.dtype)
+        if last_only:
+            logit_rows = torch.tensor([input_ids.shape[1] - 1])
+        # the last layer only needs queries (and an MLP) at the rows that get logits; its keys/values cover all
+        subset = logit_rows.cpu() if logit_rows is not None and len(logit_rows) < input_ids.shape[1] else None
         x = self.weights.embed[input_ids.to(self.device)]
-        margin = None
+        margins = []  # per MoE layer [B, T], or [B, rows] for the last layer when it ran at the logit rows only
+        last = len(self.weights.layers) - 1
         for i, layer in enumerate(self.weights.layers):
             if x.device != layer.q.device:  # the next block of a split model: activations follow the weights
                 x, cos, sin = (t.to(layer.q.device) for t in (x, cos, sin))
-            x, layer_margin = self._block(x, layer, cos, sin, cache, i, past, self.windows[i])
+            x, layer_margin = self._block(x, layer, cos, sin, cache, i, past, self.windows[i],
+                                          subset if i == last else None)
             if layer_margin is not None:
-                layer_margin = layer_margin.cpu()
-                margin = layer_margin if margin is None else torch.minimum(margin, layer_margin)
+                margins.append(layer_margin.cpu())
         cache.advance(input_ids.shape[1])
-        if last_only:
-            logit_rows = torch.tensor([input_ids.shape[1] - 1])
-        if logit_rows is not None:
+        if logit_rows is not None and subset is None:
             x = x[:, logit_rows.to(x.device)]
-            margin = margin[:, logit_rows.cpu()] if margin is not None else None
+        margin = _smallest_at(margins, logit_rows, input_ids.shape[1])
         w = self.weights
         logits = _linear(self.norm(x, w.final_norm, w.final_norm_bias, self.geo.rms_norm_eps), w.lm_head,
                          w.lm_head_bias)
         return ForwardResult(logits=logits, cache=cache, factor_set=chosen, routing_margin=margin)
 
-    def _block(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None):
-        """The layer's output and, for a sparse MoE MLP, each token's routing margin (None for a dense MLP)."""
+    def _block(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None,
+               rows: torch.Tensor | None = None):
+        """The layer's output and, for a sparse MoE MLP, each token's routing margin (None for a dense MLP); with
+        `rows`, at those rows only (every position's keys and values are still cached)."""
         eps = self.geo.rms_norm_eps
         normed = self.norm(x, w.input_norm, w.bias(Role.INPUT_NORM), eps)
-        x = x + self._attention(normed, w, cos, sin, cache, layer, past, window)
+        attended = self._attention(normed, w, cos, sin, cache, layer, past, window, rows)
+        x = (x if rows is None else x[:, rows.to(x.device)]) + attended
         hn = self.norm(x, w.post_norm, w.bias(Role.POST_NORM), eps)
         if w.router is not None:  # sparse MoE MLP (PhiMoE)
             out, margin = moe_mlp(hn, w.router, w.experts, self.geo.experts_per_token, self.jitter_eps,
@@ -139,31 +145,48 @@ class ReferenceDecoder:
         act = F.silu(_linear(hn, w.gate, w.bias(Role.GATE))) * _linear(hn, w.up, w.bias(Role.UP))
         return x + _linear(act, w.down, w.bias(Role.DOWN)), None
 
-    def _attention(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None):
+    def _attention(self, x, w: LayerWeights, cos, sin, cache: KVCache, layer: int, past: int, window: int | None,
+                   rows: torch.Tensor | None = None):
         g = self.geo
         b, t, _ = x.shape
-        q = _linear(x, w.q, w.bias(Role.Q)).view(b, t, g.num_heads, g.head_dim).transpose(1, 2)
         k = _linear(x, w.k, w.bias(Role.K)).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
         v = _linear(x, w.v, w.bias(Role.V)).view(b, t, g.num_kv_heads, g.head_dim).transpose(1, 2)
-        q, k = _rotate(q, cos, sin, g.rotary_dim), _rotate(k, cos, sin, g.rotary_dim)
-        keys, values = cache.store(layer, k, v)
-        out = _grouped_attention(q, keys, values, past, window, g.head_dim**-0.5)
-        out = out.transpose(1, 2).reshape(b, t, g.num_heads * g.head_dim)
+        keys, values = cache.store(layer, _rotate(k, cos, sin, g.rotary_dim), v)
+        q_positions = torch.arange(past, past + t) if rows is None else past + rows
+        if rows is not None:
+            x, cos, sin = (a[..., rows.to(a.device), :] for a in (x, cos, sin))
+        q = _linear(x, w.q, w.bias(Role.Q)).view(b, len(q_positions), g.num_heads, g.head_dim).transpose(1, 2)
+        out = _grouped_attention(_rotate(q, cos, sin, g.rotary_dim), keys, values, q_positions, rows is None, window,
+                                 g.head_dim**-0.5)
+        out = out.transpose(1, 2).reshape(b, len(q_positions), g.num_heads * g.head_dim)
         return _linear(out, w.o, w.bias(Role.O))
 
 
-def _grouped_attention(q, keys, values, past: int, window: int | None, scale: float) -> torch.Tensor:
-    """Causal (and windowed) attention of queries at positions past.. over every cached key, with K/V heads
-    shared by query groups inside SDPA (no copy). Keys a window hides are sliced off, not masked; a prefill from
-    position 0 and a single decode step need no mask at all, which lets SDPA use its fused kernels."""
+def _grouped_attention(q, keys, values, q_positions: torch.Tensor, contiguous: bool, window: int | None,
+                       scale: float) -> torch.Tensor:
+    """Causal (and windowed) attention of queries at the sorted `q_positions` (`contiguous`: every position of
+    this forward) over every cached key, with K/V heads shared by query groups inside SDPA (no copy). Keys a window
+    hides from every query are sliced off, not masked; a prefill from position 0 and a single decode step need no
+    mask at all, which lets SDPA use its fused kernels."""
     t, total = q.shape[2], keys.shape[2]
+    if t == 0:
+        return q
+    past = int(q_positions[0])
     first = max(0, past + 1 - window) if window is not None else 0
     keys, values = keys[:, :, first:], values[:, :, first:]
-    if (window is None or window >= total) and (past == 0 or t == 1):
+    if contiguous and (window is None or window >= total) and (past == 0 or t == 1):
         return F.scaled_dot_product_attention(q, keys, values, is_causal=past == 0 and t > 1, scale=scale,
                                               enable_gqa=True)
-    mask = _causal_mask(past, t, first, total, window, q.device)
+    mask = _causal_mask(q_positions.to(q.device), first, total, window)
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
+
+
+def _smallest_at(margins: list[torch.Tensor], rows: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """The smallest routing margin over the MoE layers at the logit `rows` (None for a dense model)."""
+    if not margins:
+        return None
+    at_rows = [m[:, rows.cpu()] if rows is not None and m.shape[1] == length else m for m in margins]
+    return torch.stack(at_rows).amin(0)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -196,10 +219,11 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: i
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
 
 
-def _causal_mask(past: int, t: int, first: int, total: int, window: int | None, device) -> torch.Tensor:
-    """bool [t, total - first]: key k (from position `first`) is visible to query q iff k <= q and q - k < window."""
-    q_pos = torch.arange(past, past + t, device=device)[:, None]
-    k_pos = torch.arange(first, total, device=device)[None, :]
+def _causal_mask(q_positions: torch.Tensor, first: int, total: int, window: int | None) -> torch.Tensor:
+    """bool [queries, total - first]: key k (from position `first`) is visible to query q iff k <= q and
+    q - k < window."""
+    q_pos = q_positions[:, None]
+    k_pos = torch.arange(first, total, device=q_positions.device)[None, :]
     allowed = k_pos <= q_pos
     if window is not None:
         allowed &= (q_pos - k_pos) < window

@@ -93,6 +93,23 @@ def test_reference_and_onnx_match_transformers(windowed_qwen2, tmp_path, length)
     assert compare_logits(reference.forward(_ids(length)).logits, expected).relative_l2 > 1e-2
 
 
+@pytest.mark.parametrize("chunk", [64, 1024])  # several chunks, or one
+def test_windowed_reference_at_sampled_rows_equals_one_forward(windowed_qwen2, monkeypatch, chunk):
+    """The last layer runs its queries and MLP at the compared rows only; windows still apply per query."""
+    from longrope_convert.formats.factor_set import FactorSet
+    from longrope_convert.verify import reference_run
+    from longrope_convert.verify.reference_model import ReferenceDecoder
+    from longrope_convert.verify.reference_run import ReferenceRunner
+
+    monkeypatch.setattr(reference_run, "MIN_CHUNK", chunk)
+    monkeypatch.setattr(reference_run, "MAX_CHUNK", chunk)
+    whole = ReferenceDecoder(windowed_qwen2).forward(_ids(600), factor_set=FactorSet.LONG).logits[0]
+    rows = torch.tensor([0, 1, 63, 64, 65, 130, 255, 256, 257, 420, 599])
+    runner = ReferenceRunner(windowed_qwen2, ReferenceDecoder(windowed_qwen2).spec)
+    sampled = runner.prefill(_ids(600), FactorSet.LONG, rows).logits
+    assert torch.allclose(sampled, whole[rows], rtol=0, atol=1e-10)
+
+
 def test_hf_to_gguf_refuses_a_window_llama_cpp_ignores(windowed_qwen2, tmp_path):
     from longrope_convert.convert.cli import main
 
