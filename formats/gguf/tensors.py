@@ -1,12 +1,16 @@
 """What goes into the GGUF, tensor by tensor: names, shapes, types, Q/K permutation, and chunked reading.
 
-Nothing is loaded up front: each `TensorPlan` reads its source rows through short-lived memory maps, a chunk of
-whole rows (and whole heads, when permuted) at a time, so peak memory stays a few chunks whatever the model size.
+Nothing is loaded up front: each `TensorPlan` splits into `Chunk`s of whole rows (and whole heads, when permuted),
+each read into a reused buffer when it is converted, so peak memory stays a few chunks whatever the model size.
+Chunks are independent: the writer converts several at once in worker threads (formats/gguf/writer.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import math
+import os
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import gguf
@@ -16,11 +20,21 @@ from ..architectures import ROTATED, Role, TensorSlot
 from ..errors import CheckpointError
 from ..hf.checkpoint import Checkpoint
 from ..hf.tensor_index import TensorInfo
-from .dtypes import SOURCE_VIEW, OutType, check_source_dtype, convert_chunk, gguf_nbytes, tensor_type, to_float32
+from .dtypes import (
+    SOURCE_VIEW,
+    OutType,
+    check_source_dtype,
+    convert_chunk,
+    fills_buffer,
+    gguf_nbytes,
+    tensor_type,
+    to_float32,
+)
 from .layouts import GgufLayout
 
-# source bytes per mapped chunk (whole rows; whole heads when permuting). Measured on 2.2 GB bf16 -> f16: 1 MB
-# chunks stay in cache from lookup to write() and give 45 MB peak RSS and the best time; 32 MB gave 160 MB.
+# source bytes per chunk (whole rows; whole heads when permuting). Measured on 2.2 GB bf16 -> f16: 1 MB chunks stay in
+# cache from reading to write() and give ~50 MB peak RSS and the best time; 32 MB gave 160 MB. The conversion alone with
+# two workers (2026-11-27): 256 KB chunks 3.4-3.9 s, 512 KB 2.5 s, 1 MB 1.8-1.9 s, 2 MB no better, 4 MB 2.0-2.4 s.
 CHUNK_BYTES = 1 << 20
 
 
@@ -50,42 +64,107 @@ class TensorPlan:
             return 4 * len(self.values)
         return sum(info.end - info.begin for info in (self.source, *self.stacked))
 
-    def chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-        """The converted tensor as consecutive chunks of output bytes."""
+    def chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+        """The tensor as consecutive chunks of output, in file order; nothing is read until one is converted
+        (except for column centring, whose mean takes a first pass over the tensor here)."""
         if self.source is None:
-            yield np.asarray(self.values, dtype=np.float32)
+            yield Chunk(self)
             return
         for info in (self.source, *self.stacked):  # stacked experts: one expert's rows after another
             yield from _source_chunks(self, info, chunk_bytes)
 
 
-def head_permutation(head_dim: int) -> np.ndarray:
-    """Row order within one head: HF's halves layout -> llama.cpp's interleaved pairs (LlamaModel.permute)."""
-    return np.arange(head_dim).reshape(2, head_dim // 2).T.reshape(-1)
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    """Rows r0..r1 of one source tensor of a plan (or a factor set's values), read and converted on demand, by
+    whichever worker thread of the writer takes it."""
+
+    plan: TensorPlan
+    info: TensorInfo | None = None
+    r0: int = 0
+    r1: int = 0
+    column_mean: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the converted chunk, known before converting: the writer places chunks by it."""
+        if self.info is None:
+            return self.plan.nbytes
+        return gguf_nbytes((self.r1 - self.r0, *self.info.shape[1:]), self.plan.qtype)
+
+    @property
+    def source_nbytes(self) -> int:
+        if self.info is None:
+            return self.plan.source_nbytes
+        return (self.r1 - self.r0) * _row_layout(self.info)[2]
+
+    def convert(self, buffers: ChunkBuffers | None = None) -> np.ndarray:
+        """The chunk's output bytes as a contiguous array, read and (bf16 -> f16) converted into `buffers` when
+        given and large enough: the result may be a view of them, valid until they are used again."""
+        plan, info = self.plan, self.info
+        if info is None:
+            return np.asarray(plan.values, dtype=np.float32)
+        view, row_shape, row_bytes = _row_layout(info)
+        raw = _read_rows(info, view, self.r0, self.r1, row_shape, row_bytes, buffers and buffers.read)
+        if plan.head_rows:
+            raw = _interleaved_heads(raw, plan.head_rows)
+        if not plan.centre and fills_buffer(info.dtype, plan.qtype):
+            return convert_chunk(raw, info.dtype, plan.qtype, _buffer_view(buffers and buffers.out, raw.shape))
+        raw = raw.reshape(self.r1 - self.r0, *row_shape) if info.shape else raw  # permuted: a copy, as before
+        if plan.centre:
+            return np.ascontiguousarray(convert_chunk(_centred(to_float32(raw, info.dtype), plan.centre,
+                                                               self.column_mean), "F32", plan.qtype))
+        return np.ascontiguousarray(convert_chunk(raw, info.dtype, plan.qtype))
 
 
-def _source_chunks(plan: TensorPlan, info: TensorInfo, chunk_bytes: int) -> Iterator[np.ndarray]:
-    view = SOURCE_VIEW[info.dtype]
+@dataclass(frozen=True)
+class ChunkBuffers:
+    """One worker's reused memory: the source bytes of its chunk and their conversion (a fresh 1 MB array per
+    chunk would fault its pages in again every time)."""
+
+    read: np.ndarray
+    out: np.ndarray
+
+    @classmethod
+    def of_size(cls, nbytes: int) -> ChunkBuffers:
+        return cls(np.empty(nbytes, np.uint8), np.empty(nbytes, np.uint8))
+
+
+def _interleaved_heads(raw: np.ndarray, head_rows: int) -> np.ndarray:
+    """Rows in llama.cpp's order within each head (LlamaModel.permute: row j of the first half, then row j of the
+    second) as a strided view, (rows, ...) -> (heads, head_rows / 2, 2, ...): no copy before the conversion."""
+    return raw.reshape(-1, 2, head_rows // 2, *raw.shape[1:]).swapaxes(1, 2)
+
+
+def _buffer_view(buffer: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`buffer` as uint16 of `shape` (16-bit output), or None when there is none or it is too small (a chunk can
+    exceed CHUNK_BYTES when one row or head is larger)."""
+    count = math.prod(shape)
+    if buffer is None or buffer.nbytes < 2 * count:
+        return None
+    return buffer[:2 * count].view(np.uint16).reshape(shape)
+
+
+def _row_layout(info: TensorInfo) -> tuple[type, tuple[int, ...], int]:
+    """(numpy view of the source dtype, shape of one row, bytes per row)."""
+    return _layout(info.dtype, tuple(info.shape[1:]))
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(dtype: str, row_shape: tuple[int, ...]) -> tuple[type, tuple[int, ...], int]:
+    view = SOURCE_VIEW[dtype]  # cached: np.prod alone costs ~10 us, per chunk in the workers
+    return view, row_shape, math.prod(row_shape) * np.dtype(view).itemsize
+
+
+def _source_chunks(plan: TensorPlan, info: TensorInfo, chunk_bytes: int) -> Iterator[Chunk]:
+    view, row_shape, row_bytes = _row_layout(info)
     rows = info.shape[0] if info.shape else 1
-    row_shape = tuple(info.shape[1:])
-    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(view).itemsize
     step = max(1, chunk_bytes // max(row_bytes, 1))
     if plan.head_rows:
         step = max(plan.head_rows, step // plan.head_rows * plan.head_rows)
-        perm = head_permutation(plan.head_rows)
     column_mean = _column_mean(info, view, step, row_shape, row_bytes) if plan.centre == "columns" else None
     for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        raw = _map_rows(info, view, r0, r1, row_shape, row_bytes)
-        if plan.head_rows:
-            block = raw.reshape(-1, plan.head_rows, *row_shape)[:, perm]
-            raw = block.reshape(r1 - r0, *row_shape)
-        if plan.centre:
-            raw = _centred(to_float32(raw, info.dtype), plan.centre, column_mean)
-            yield np.ascontiguousarray(convert_chunk(raw, "F32", plan.qtype))
-        else:
-            yield np.ascontiguousarray(convert_chunk(raw, info.dtype, plan.qtype))
-        del raw
+        yield Chunk(plan, info, r0, min(rows, r0 + step), column_mean)
 
 
 def _column_mean(info: TensorInfo, view, step: int, row_shape: tuple[int, ...], row_bytes: int) -> np.ndarray:
@@ -93,7 +172,7 @@ def _column_mean(info: TensorInfo, view, step: int, row_shape: tuple[int, ...], 
     rows = info.shape[0]
     total = np.zeros(row_shape, np.float64)
     for r0 in range(0, rows, step):
-        total += to_float32(_map_rows(info, view, r0, min(rows, r0 + step), row_shape, row_bytes), info.dtype).sum(0)
+        total += to_float32(_read_rows(info, view, r0, min(rows, r0 + step), row_shape, row_bytes), info.dtype).sum(0)
     return total / rows
 
 
@@ -116,13 +195,29 @@ def _centring(slot: TensorSlot, centre_residual: bool) -> str:
     return "columns" if slot.is_bias else CENTRED_ROLES[slot.role]
 
 
-def _map_rows(info: TensorInfo, view, r0: int, r1: int, row_shape: tuple[int, ...], row_bytes: int) -> np.ndarray:
-    """Rows r0..r1 of the tensor through a memory map that is dropped with the chunk."""
+def _read_rows(info: TensorInfo, view, r0: int, r1: int, row_shape: tuple[int, ...], row_bytes: int,
+               into: np.ndarray | None = None) -> np.ndarray:
+    """Rows r0..r1 of the tensor, read into the uint8 buffer `into` when it is large enough (the result is then a
+    view of it). Read, not memory-mapped: converting 2.2 GB bf16 -> f16 with two workers took 1.6-2.0 s through
+    per-chunk maps, 1.6-1.8 s read (page faults and unmaps cost more than the copy, which also leaves the chunk in
+    cache for the conversion), 1.3-1.7 s with os.preadv on a plain descriptor instead of a file's seek + readinto."""
     shape = (r1 - r0, *row_shape) if info.shape else ()
+    length = (r1 - r0) * row_bytes
+    data = into[:length] if into is not None and into.nbytes >= length else np.empty(length, np.uint8)
     try:
-        return np.memmap(info.file, dtype=view, mode="r", offset=info.begin + r0 * row_bytes, shape=shape)
-    except (OSError, ValueError) as exc:
+        fd = os.open(info.file, os.O_RDONLY)
+        try:
+            done, start = 0, info.begin + r0 * row_bytes
+            while done < length:
+                got = os.preadv(fd, [data[done:]], start + done)
+                if not got:
+                    raise OSError("the file ends inside the tensor")
+                done += got
+        finally:
+            os.close(fd)
+    except OSError as exc:
         raise CheckpointError(f"cannot read tensor {info.name!r} ({exc})", info.file) from None
+    return data.view(view).reshape(shape)
 
 
 def plan_weight_tensors(checkpoint: Checkpoint, layout: GgufLayout, outtype: OutType) -> list[TensorPlan]:
