@@ -1,6 +1,8 @@
 """Routing flips: a near-tie MoE token routed otherwise by a float32 runtime is recognised, named and left out of
 the metrics only when it alone fails a case; conversion errors still fail (verify/routing_flips.py)."""
 
+import json
+
 import pytest
 import torch
 from longrope_convert.verify.metrics import compare_logits
@@ -110,8 +112,10 @@ def test_onnx_phimoe_at_l_orig_4096_passes_with_its_routing_flips_named(tmp_path
     from longrope_convert.convert.export_onnx import export_onnx
     from longrope_convert.formats.spec_inputs import SpecRequest
     from longrope_convert.verify.runner import VerifyOptions, run_verification
+    from longrope_convert.verify.report_files import load_schema, report_json
     from longrope_convert.verify.targets import TargetRequest
 
+    jsonschema = pytest.importorskip("jsonschema")
     shape = TinyShape(original_max_position_embeddings=4096)
     plain = write_tiny_checkpoint(tmp_path / "plain", "PhimoeForCausalLM", shape, seed=1234)
     (tmp_path / "long.csv").write_text("".join(f"{v!r}\n" for v in example_long_factors(shape.head_dim, 32.0)))
@@ -124,6 +128,7 @@ def test_onnx_phimoe_at_l_orig_4096_passes_with_its_routing_flips_named(tmp_path
                                             device="cpu", progress=False))
     (row,) = report.results
     assert row.status == "pass", (row.failures, row.metrics)
+    jsonschema.validate(json.loads(report_json(report)), load_schema())  # metrics.routing_flips included
     for flip in row.metrics.get("routing_flips", []):
         assert flip["margin"] < row.tolerance["rel_l2"] < flip["relative_l2"]
         assert f"routing flip at position {flip['position']}" in row.note
