@@ -43,8 +43,9 @@ def compare_logits(reference: torch.Tensor, target: torch.Tensor) -> LogitCompar
         t = tgt[start : start + chunk].to(device=r.device, dtype=torch.float64)
         d = r - t
         row_max = d.abs().amax(-1)
-        if row_max.max().item() > max_abs or start == 0:
-            max_abs, worst = row_max.max().item(), start + int(row_max.argmax())
+        chunk_max = row_max.max().item()
+        if chunk_max > max_abs or start == 0:
+            max_abs, worst = chunk_max, start + int(row_max.argmax())
         row_d, row_r = d.pow(2).sum(-1), r.pow(2).sum(-1)
         row_errors += (row_d.sqrt() / row_r.sqrt().clamp_min(1e-30)).tolist()
         diff_sq += row_d.sum().item()

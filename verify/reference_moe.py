@@ -12,14 +12,22 @@ import torch.nn.functional as F
 from ..formats.architectures import Role
 
 
-def _masked_softmax_at(scores: torch.Tensor, ref: torch.Tensor, pick: torch.Tensor, eps: float) -> torch.Tensor:
-    """softmax over the experts within 2*eps (relative) of `ref`, read at `pick`: sparsemixer's multiplier.
+def _jitter_ratio(scores: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """(ref - s_j) / max(|s_j|, ref) per expert: sparsemixer drops expert j from ref's softmax when this exceeds
+    2*eps."""
+    return (ref - scores) / scores.abs().clamp(min=ref)
 
-    An expert j is dropped when (ref - s_j) / max(|s_j|, ref) > 2*eps, so with well separated logits only the
-    picked expert survives and its multiplier is exactly 1 (the weights are not renormalised to sum to 1)."""
-    factor = scores.abs().clamp(min=ref)
-    dropped = ((ref - scores) / factor) > (2 * eps)
-    return torch.softmax(scores.masked_fill(dropped, float("-inf")), dim=-1).gather(-1, pick)
+
+def _masked_softmax_at(scores: torch.Tensor, ref: torch.Tensor, pick: torch.Tensor, eps: float,
+                       softmax_over: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax over the experts within 2*eps (relative) of `ref`, read at `pick`: sparsemixer's multiplier. The mask
+    comes from `scores`; the softmax runs over `softmax_over` (default: `scores`).
+
+    With well separated logits only the picked expert survives and its multiplier is exactly 1 (the weights are
+    not renormalised to sum to 1)."""
+    dropped = _jitter_ratio(scores, ref) > (2 * eps)
+    over = scores if softmax_over is None else softmax_over
+    return torch.softmax(over.masked_fill(dropped, float("-inf")), dim=-1).gather(-1, pick)
 
 
 def sparsemixer_top2(scores: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,9 +38,7 @@ def sparsemixer_top2(scores: torch.Tensor, eps: float) -> tuple[torch.Tensor, to
     w1 = _masked_softmax_at(scores, top1_score, top1, eps)
     rest = scores.scatter(-1, top1, float("-inf"))
     top2_score, top2 = rest.max(dim=-1, keepdim=True)
-    factor = scores.abs().clamp(min=top2_score)
-    dropped = ((top2_score - scores) / factor) > (2 * eps)
-    w2 = torch.softmax(rest.masked_fill(dropped, float("-inf")), dim=-1).gather(-1, top2)
+    w2 = _masked_softmax_at(scores, top2_score, top2, eps, softmax_over=rest)
     return torch.cat((w1, w2), dim=-1), torch.cat((top1, top2), dim=-1)
 
 
@@ -69,8 +75,7 @@ def routing_margin(rule: str, scores: torch.Tensor, k: int, eps: float) -> torch
     if rule != "sparsemixer":
         return margin
     for ref in (ranked[:, :1], ranked[:, 1:2]):
-        ratio = (ref - scores) / scores.abs().clamp(min=ref)
-        distance = (ratio - 2 * eps).abs().masked_fill(scores >= ref, float("inf"))  # ref and above: never dropped
+        distance = (_jitter_ratio(scores, ref) - 2 * eps).abs().masked_fill(scores >= ref, float("inf"))  # ref and above: never dropped
         margin = torch.minimum(margin, distance.amin(-1))
     return margin
 

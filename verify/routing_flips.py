@@ -60,12 +60,13 @@ class JudgedComparison:
 
 
 def flip_rows(comparison: LogitComparison, margins: torch.Tensor | None, limit: float) -> list[int]:
-    """Rows off by more than `limit` whose truth routing margin is below it; none when too many for flips."""
+    """Rows off by more than `limit` whose truth routing margin is below it; none when too many for flips (or
+    every row: nothing would be left to judge)."""
     if margins is None or limit > TIGHT_LIMIT or len(margins) != len(comparison.row_errors):
         return []
     rows = [i for i, (error, margin) in enumerate(zip(comparison.row_errors, margins.tolist()))
             if error > limit and margin < limit]
-    return rows if len(rows) <= max(1, MAX_FLIP_SHARE * len(margins)) else []
+    return rows if len(rows) <= max(1, MAX_FLIP_SHARE * len(margins)) and len(rows) < len(margins) else []
 
 
 def _without(reference: torch.Tensor, target: torch.Tensor, rows: list[int]) -> tuple[LogitComparison, list[int]]:
@@ -81,7 +82,7 @@ def excluding_routing_flips(comparison: LogitComparison, truth: TruthLogits, tar
     flips when they alone make it fail `tol` (otherwise as it is: a row that fails anyway keeps every position)."""
     plain = JudgedComparison(comparison, int(compared[comparison.worst_row]))
     rows = flip_rows(comparison, truth.routing_margin, tol.rel_l2)
-    if not rows or len(rows) == len(comparison.row_errors) or not _fails(tol, comparison):
+    if not rows or not _fails(tol, comparison):
         return plain
     kept_comparison, kept = _without(truth.logits, target_logits, rows)
     if _fails(tol, kept_comparison):
@@ -96,10 +97,10 @@ def _fails(tol: Tolerance, c: LogitComparison) -> bool:
 
 
 def precision_floor(truth: TruthLogits, float32_twin: TruthLogits) -> LogitComparison:
-    """How far the float32 twin is from the truth, its own routing flips
-    left out: the floor measures float32 arithmetic, and a flipped token would raise every target's limit."""
+    """How far the float32 twin is from the truth, its own routing flips left out: the floor measures float32
+    arithmetic, and a flipped token would raise every target's limit."""
     comparison = compare_logits(truth.logits, float32_twin.logits)
     rows = flip_rows(comparison, truth.routing_margin, TIGHT_LIMIT)
-    if not rows or len(rows) == len(comparison.row_errors):
+    if not rows:
         return comparison
     return _without(truth.logits, float32_twin.logits, rows)[0]
