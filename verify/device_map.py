@@ -7,7 +7,6 @@ the last), moving activations between them, so neither needs the whole model on 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..formats.errors import LongRopeError
@@ -42,7 +41,3 @@ def layer_devices(num_layers: int, device: str, device_map: str | dict | None) -
         return [device] * num_layers
     count = torch.cuda.device_count()
     return [f"cuda:{i * count // num_layers}" for i in range(num_layers)]
-
-
-def describe(device_map: str | dict | None) -> str:
-    return device_map if isinstance(device_map, str) else json.dumps(device_map)

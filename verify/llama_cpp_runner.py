@@ -73,16 +73,16 @@ def _decode_keeping(llm, ids: list[int], wanted: list[int], batch_size: int) -> 
     batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
     try:
         for start in range(0, len(ids), batch_size):
-            piece = ids[start:start + batch_size]
+            piece, kept = ids[start:start + batch_size], 0
             for i, token in enumerate(piece):
                 batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = start + i in keep
+                kept += batch.logits[i]
             batch.n_tokens = len(piece)
             status = llama_cpp.llama_decode(llm.ctx, batch)
             if status != 0:
                 raise RuntimeError(f"llama_decode returned {status} at position {start}")
-            kept = sum(1 for i in range(len(piece)) if start + i in keep)
             if kept:  # llama.cpp packs the requested rows of this batch in order
                 logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(kept, vocab))
                 out[row:row + kept] = logits

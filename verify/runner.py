@@ -206,23 +206,22 @@ class _CaseTruth:
 
     def __init__(self, case: Case, ids: torch.Tensor, positions: torch.Tensor, runners: TruthRunners):
         self.case, self.ids, self.positions, self.runners = case, ids, positions, runners
-        self.by_set: dict[str, TruthLogits] = {}
-        self.floors: dict[str, LogitComparison] = {}
+        self.by_set: dict[tuple[FactorSet | None, str | None], TruthLogits] = {}  # (set or decode, routing rule)
+        self.floors: dict[FactorSet | None, LogitComparison] = {}  # one per set, whatever the routing
         self.seconds = 0.0
         self.decode_label = ""
 
     def logits(self, which: FactorSet | None, routing: str | None = None) -> tuple[TruthLogits, str]:
         """Prefill: logits with `which`; decode (which=None): the cached steps, each with its own set. `routing`
         runs the truth with a runtime's own MoE routing rule (llama.cpp's phimoe), so its rope is still checked."""
-        key = _truth_key(which, routing)
+        key = (which, routing)
         if key not in self.by_set:
             start = time.perf_counter()
             self.by_set[key] = self._run(self.runners.reference, which, routing)
             self.seconds += time.perf_counter() - start
-            set_key = _truth_key(which, None)
-            if self.runners.floor is not None and set_key not in self.floors:  # one floor per set, any routing
-                self.floors[set_key] = precision_floor(self.by_set[key], self._run(self.runners.floor, which, routing))
-        return self.by_set[key], (self.decode_label if which is None else which.value)
+            if self.runners.floor is not None and which not in self.floors:
+                self.floors[which] = precision_floor(self.by_set[key], self._run(self.runners.floor, which, routing))
+        return self.by_set[key], self._label(which)
 
     def _run(self, runner: ReferenceRunner, which: FactorSet | None, routing: str | None) -> TruthLogits:
         try:
@@ -240,24 +239,20 @@ class _CaseTruth:
     def floor(self, which: FactorSet | None) -> LogitComparison | None:
         """The case's float32 floor with `which`: measured once per set, with whichever routing rule ran first
         (the floor is float32 arithmetic; the rule decides only which experts it runs through)."""
-        return self.floors.get(_truth_key(which, None))
+        return self.floors.get(which)
 
-    def _label(self, key: str) -> str:
-        base, _, routing = key.partition("@")
-        return (self.decode_label if base == "decode" else base) + (f" ({routing} routing)" if routing else "")
+    def _label(self, which: FactorSet | None) -> str:
+        """"short", "long", or the decode steps' sets ("short->long")."""
+        return self.decode_label if which is None else which.value
 
     def labels(self) -> list[str]:
-        return [self._label(k) for k in self.by_set if "@" not in k]
+        """The sets the truth ran with under the architecture's own routing."""
+        return [self._label(which) for which, routing in self.by_set if routing is None]
 
     def floor_dicts(self) -> dict[str, dict]:
         """Per reference set: how far float32 (the runtimes' order of operations) is from the float64 truth."""
         return {self._label(k): {"rel_l2": f.relative_l2, "kl": f.mean_kl, "top1": f.top1_agreement}
                 for k, f in self.floors.items()}
-
-
-def _truth_key(which: FactorSet | None, routing: str | None) -> str:
-    """"short", "long" or "decode", with "@rule" when the truth ran with a runtime's own MoE routing."""
-    return (which.value if which is not None else "decode") + (f"@{routing}" if routing else "")
 
 
 def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: Target, truth: _CaseTruth,
@@ -284,9 +279,8 @@ def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: 
         result.status, result.failures = ERROR, [f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"]
         return result
     tol = tolerance_for(target.kind, target.precision, overrides, case.length, truth.floor(which))
-    compared = positions if not case.is_decode else torch.arange(case.prefill, case.length)
-    report.curves[(target.name, case.label)] = (compared.tolist(), list(comparison.row_errors))
-    judged = excluding_routing_flips(comparison, truth_logits, out.logits, compared, tol)
+    report.curves[(target.name, case.label)] = (positions.tolist(), list(comparison.row_errors))
+    judged = excluding_routing_flips(comparison, truth_logits, out.logits, positions, tol)
     result.factor_set, result.note = out.factor_set, join_notes(judged.note, out.note)
     if routing:
         result.note = join_notes(f"reference with the runtime's own MoE routing ({routing})", result.note)
