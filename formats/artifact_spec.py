@@ -8,6 +8,7 @@ from .errors import ConfigError, LongRopeError, SpecError
 from .hf.checkpoint import open_checkpoint
 from .hf.config import read_config, spec_from_config
 from .hf.rope_keys import DEFAULT_ROPE_THETA, check_rope_numbers
+from .hf.tensor_index import INDEX_NAME
 from .input_paths import present
 from .json_io import read_json
 from .spec import LongRopeSpec
@@ -38,19 +39,18 @@ def _spec_from_config_file(path: Path) -> LongRopeSpec:
 
 
 def _has_weights(folder: Path) -> bool:
-    return any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
+    return any(folder.glob("*.safetensors")) or (folder / INDEX_NAME).exists()
 
 
 def _spec_from_gguf(path: Path) -> LongRopeSpec:
-    from .gguf.reader import read_gguf_factor_problem, read_gguf_spec
+    from .gguf.reader import read_gguf_longrope
 
     try:
-        spec = read_gguf_spec(path)
+        spec, problem = read_gguf_longrope(path)  # problem: our keys without the tensors llama.cpp reads
     except SpecError as exc:  # numbers of the right types that make no spec (rotary dim 3, L_orig 0)
         raise NotLongRopeError(f"GGUF LongRoPE keys make no valid spec: {exc}", path) from None
     if spec is None:
         raise NotLongRopeError("GGUF carries no LongRoPE factors (no longrope_convert keys, no factor tensors)", path)
-    problem = read_gguf_factor_problem(path)  # our keys without the tensors llama.cpp reads
     if problem:
         raise NotLongRopeError(f"GGUF has LongRoPE keys but {problem}", path)
     return spec

@@ -41,15 +41,24 @@ FREQS_TENSOR = gguf.TENSOR_NAMES[T.ROPE_FREQS] + ".weight"
 def read_gguf_spec(path: str | Path) -> LongRopeSpec | None:
     """The LongRoPE spec a GGUF carries: our keys when present, else llama.cpp's factor tensors and rope keys
     (e.g. a Phi-3 GGUF made by llama.cpp's converter); None when it has neither."""
-    reader = open_gguf(Path(path))
-    fields = gguf_fields(reader)
+    return _spec(*open_gguf(Path(path)))
+
+
+def read_gguf_longrope(path: str | Path) -> tuple[LongRopeSpec | None, str | None]:
+    """read_gguf_spec and missing_factor_reason of the GGUF at `path`, from one parse of the file."""
+    reader, fields = open_gguf(Path(path))
+    return _spec(reader, fields), missing_factor_reason(reader, fields)
+
+
+def _spec(reader: gguf.GGUFReader, fields: dict) -> LongRopeSpec | None:
     if KEY_LONG in fields:
         return _spec_from_our_keys(fields)
     return _spec_from_llama_cpp(reader, fields)
 
 
-def open_gguf(path: Path) -> gguf.GGUFReader:
-    """A GGUFReader whose keys we read have the types we read them as, or a one-line error naming the file.
+def open_gguf(path: Path) -> tuple[gguf.GGUFReader, dict]:
+    """A GGUFReader whose keys we read have the types we read them as, with its fields as plain values
+    (gguf_fields), or a one-line error naming the file.
 
     gguf-py parses with numpy views of the file: lying counts or lengths surface as IndexError, ValueError,
     OverflowError, ... from its internals. Whatever it raises on a file is that file's fault, hence exit 2."""
@@ -62,8 +71,7 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
     except Exception as exc:  # noqa: BLE001 - see the docstring
         text = " ".join(str(exc).split())[:160]
         raise CheckpointError(f"not a readable GGUF file ({type(exc).__name__}: {text})", path) from None
-    _check_key_types(reader, path)
-    return reader
+    return reader, _checked_fields(reader, path)
 
 
 # The keys the readers below turn into numbers or strings, by the GGUF value types they accept.
@@ -79,9 +87,9 @@ ARCH_KEY_TYPES = {gguf.Keys.Rope.SCALING_ORIG_CTX_LEN: INT_TYPES, gguf.Keys.LLM.
 FACTOR_KEYS = (KEY_LONG, KEY_SHORT)
 
 
-def _check_key_types(reader: gguf.GGUFReader, path: Path) -> None:
-    """Refuse a GGUF whose spec keys hold another type than the one we read them as (a string L_orig, a
-    number where the factor array belongs), or that gguf_fields cannot turn into plain values."""
+def _checked_fields(reader: gguf.GGUFReader, path: Path) -> dict:
+    """gguf_fields(reader), refusing a GGUF whose spec keys hold another type than the one we read them as (a
+    string L_orig, a number where the factor array belongs), or that gguf_fields cannot turn into plain values."""
     fields = reader.fields
     arch_field = fields.get(gguf.Keys.General.ARCHITECTURE)
     expected = dict(OUR_KEY_TYPES)
@@ -99,7 +107,7 @@ def _check_key_types(reader: gguf.GGUFReader, path: Path) -> None:
                                   or field.types[1] not in NUMBER_TYPES):
             raise CheckpointError(f"GGUF key {key} has type {_type_name(field)}, expected an array of numbers", path)
     try:
-        gguf_fields(reader)
+        return gguf_fields(reader)
     except Exception as exc:  # noqa: BLE001 - a field gguf-py parsed but whose parts do not add up
         raise CheckpointError(f"GGUF metadata is malformed ({type(exc).__name__})", path) from None
 
@@ -180,8 +188,7 @@ class GgufFacts:
 
 def read_gguf_facts(path: Path) -> GgufFacts:
     """What the GGUF header says about L_orig, weight precision, a single baked factor set and factor tensors."""
-    reader = open_gguf(path)
-    fields = gguf_fields(reader)
+    reader, fields = open_gguf(path)
     arch = fields.get(gguf.Keys.General.ARCHITECTURE)
     l_orig = fields.get(gguf.Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)) if arch else None
     sets = fields.get(KEY_FACTOR_SETS)
@@ -206,12 +213,6 @@ def missing_factor_reason(reader: gguf.GGUFReader, fields: dict) -> str | None:
         return (f"rope factors missing for llama.cpp: arch llama loads {' / '.join(PAIR_TENSORS)} only when "
                 f"{gguf.Keys.Rope.SCALING_TYPE.format(arch=arch)} = longrope (it is {scaling_type!r})")
     return None
-
-
-def read_gguf_factor_problem(path: str | Path) -> str | None:
-    """`missing_factor_reason` of the GGUF at `path`."""
-    reader = open_gguf(Path(path))
-    return missing_factor_reason(reader, gguf_fields(reader))
 
 
 def _precision(reader: gguf.GGUFReader, fields: dict) -> str:

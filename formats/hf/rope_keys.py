@@ -14,7 +14,6 @@ LONGROPE_TYPES = ("longrope", "su")  # "su" is the legacy name of the same schem
 DEFAULT_ROPE_THETA = 10000.0
 # Context lengths beyond this are corrupt configs (the longest released context is ~10M tokens).
 MAX_POSITIONS = 1 << 31
-POSITION_KEYS = ("max_position_embeddings", "original_max_position_embeddings")
 
 
 def rope_dict(config: dict) -> dict | None:
