@@ -36,7 +36,7 @@ def bake_checkpoint(
     checkpoint = open_checkpoint(src)  # config, architecture and every tensor header checked before writing
     arch = checkpoint.arch
     weights = weight_files(src)
-    spec, warnings = spec_for_checkpoint(checkpoint.config, request, checkpoint.source)
+    spec, warnings = spec_for_checkpoint(checkpoint, request)
     shipped = without_start_tokens(spec, request.drop_start_tokens)  # n_hat: refused unless dropped
     new_config = longrope_config(checkpoint.config, shipped, checkpoint.source)
     inputs = [src] + [p for p in (request.long_factors, request.short_factors) if p is not None]

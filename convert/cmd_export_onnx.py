@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from ..formats.onnx.attention_forms import ATTENTION_FORMS, DEFAULT_ATTENTION
+
 DTYPES = ("fp32", "fp16", "int4")  # formats.onnx.decoder.EXPORT_DTYPES; literal so the CLI starts without onnx
-ATTENTION_FORMS = ("gqa", "standard")  # formats.onnx.attention_forms (no onnx import there either)
 
 
 @click.command(name="export-onnx")
@@ -15,7 +16,7 @@ ATTENTION_FORMS = ("gqa", "standard")  # formats.onnx.attention_forms (no onnx i
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True,
               help="Weight dtype; int4 = fp32 graph with MatMul weights in onnxruntime MatMulNBits (block 32).")
-@click.option("--attention", type=click.Choice(ATTENTION_FORMS), default="gqa", show_default=True,
+@click.option("--attention", type=click.Choice(ATTENTION_FORMS), default=DEFAULT_ATTENTION, show_default=True,
               help="gqa: onnxruntime's fused GroupQueryAttention (memory linear in length, unpadded or "
                    "right-padded batches); standard: plain ONNX ops (any runtime, padding; [heads, T, T] scores).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 or newer).")

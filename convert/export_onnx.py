@@ -64,13 +64,6 @@ class OnnxExportResult:
     seconds: float
 
 
-def read_decoder_source(src: Path) -> Checkpoint:
-    """The checkpoint, validated (config, architecture, weight headers), which must carry a LongRoPE spec."""
-    checkpoint = open_checkpoint(src)
-    checkpoint.require_spec()
-    return checkpoint
-
-
 def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_OPSET, with_past: bool = True,
                 force: bool = False, frozen_factor_set: FactorSet | None = None,
                 external_data: bool | None = None, start_tokens: int = 0,
@@ -83,7 +76,7 @@ def export_onnx(src: Path, out: Path, dtype: str = "fp32", opset: int = DEFAULT_
     started = time.perf_counter()
     src, out = Path(src), Path(out)
     _check_options(dtype, opset, attention)
-    source = read_decoder_source(src)
+    source = open_checkpoint(src)  # config, architecture and weight headers checked
     spec = with_start_tokens(source.require_spec(), start_tokens)  # n_hat checked (0..L_orig) before OUT
     if external_data is None and dtype != INT4:  # int4 decides from the quantized size (_save)
         external_data = _weight_bytes(source, dtype) > EXTERNAL_DATA_THRESHOLD_BYTES
@@ -185,6 +178,6 @@ def _external_writer(folder: Path):
 def export_traced_frozen(src: Path, out: Path, example_length: int, **kwargs) -> OnnxExportResult:
     """A deliberately WRONG graph: the one a TorchScript trace at `example_length` tokens produces (the branch
     the example took is baked in). Used by tests and the verifier to prove that the checks catch a freeze."""
-    spec = read_decoder_source(Path(src)).require_spec()
+    spec = open_checkpoint(Path(src)).require_spec()
     frozen = spec.factor_set_for_length(example_length)
     return export_onnx(src, out, frozen_factor_set=frozen, **kwargs)

@@ -102,7 +102,7 @@ def plan_conversion(src: Path, request: SpecRequest, outtype: str, factor_sets: 
         require_llama_cpp(outtype)  # before any reading: a missing extra is a one-line error
     checkpoint = open_checkpoint(src)
     geo = checkpoint.geometry
-    spec, warnings = spec_for_checkpoint(checkpoint.config, request, checkpoint.source)
+    spec, warnings = spec_for_checkpoint(checkpoint, request)
     spec = without_start_tokens(spec, request.drop_start_tokens)  # n_hat: refused unless dropped
     layout = gguf_layout(checkpoint.arch, factor_sets, spec.rotary_dim, geo.head_dim)
     check_windows(checkpoint.arch, layout, checkpoint.windows, spec.max_position_embeddings)

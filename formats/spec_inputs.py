@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import FactorFileError, SpecError
 from .factor_files import (
@@ -14,15 +15,15 @@ from .factor_files import (
     warn_on_unusual,
 )
 from .factor_set import FactorSet
-from .hf.config import spec_from_config
-from .hf.geometry import geometry
 from .hf.rope_keys import (
-    check_rope_numbers,
     max_positions,
     original_max_positions,
     rope_theta,
 )
 from .spec import LongRopeSpec, plain_factors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hf.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,11 @@ class StartTokensError(SpecError):
     """n_hat start tokens asked of an artifact that cannot express them, or out of range."""
 
 
-def spec_for_checkpoint(config: dict, request: SpecRequest, source: str = "config.json") -> tuple[LongRopeSpec, list[str]]:
+def spec_for_checkpoint(checkpoint: Checkpoint, request: SpecRequest) -> tuple[LongRopeSpec, list[str]]:
     """The spec to bake: factors from files (or the config when it already is longrope), numbers from options,
     else the long factor file when it is a config excerpt carrying them, else the config. Returns the spec and
     the warnings raised about unusual values."""
-    check_rope_numbers(config, source)
-    geo = geometry(config, source)
-    existing = spec_from_config(config, source)
+    config, source, geo, existing = checkpoint.config, checkpoint.source, checkpoint.geometry, checkpoint.spec
     long_contents = read_factor_file(request.long_factors) if request.long_factors is not None else None
     request = with_excerpt_lengths(request, long_contents)
     l_orig = _default_l_orig(config, existing, request, source)
