@@ -8,6 +8,8 @@ type, and a GGUF with swapped factor sets must still fail that tolerance.
 
 from __future__ import annotations
 
+import functools
+
 import gguf
 import numpy as np
 import pytest
@@ -53,25 +55,17 @@ def kq_out(tmp_path_factory):
     return tmp_path_factory.mktemp("kquant_out")
 
 
-_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def quantized(baked, out_dir, outtype: str, swapped: bool = False):
-    """Convert once per (model, outtype, swapped) for the module; swapped = long and short factor files exchanged."""
+    """Convert once per (model, outtype, swapped) for the session; swapped = long and short factor files
+    exchanged."""
     from longrope_convert.convert.hf_to_gguf import convert_hf_to_gguf
 
-    key = (baked, outtype, swapped)
-    if key not in _CACHE:
-        out = out_dir / f"{baked.parent.name}-{outtype}{'-swapped' if swapped else ''}.gguf"
-        request = SpecRequest(long_factors=baked.parent / "short_factors.csv",
-                              short_factors=baked.parent / "long_factors.csv") if swapped else None
-        convert_hf_to_gguf(baked, out, request, outtype=outtype, progress=False)
-        _CACHE[key] = out
-    return _CACHE[key]
-
-
-def tensor_map(path) -> dict:
-    return {t.name: t for t in gguf.GGUFReader(path).tensors}
+    out = out_dir / f"{baked.parent.name}-{outtype}{'-swapped' if swapped else ''}.gguf"
+    request = SpecRequest(long_factors=baked.parent / "short_factors.csv",
+                          short_factors=baked.parent / "long_factors.csv") if swapped else None
+    convert_hf_to_gguf(baked, out, request, outtype=outtype, progress=False)
+    return out
 
 
 @pytest.mark.parametrize("outtype", KQUANTS)

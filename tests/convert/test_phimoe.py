@@ -16,6 +16,9 @@ from longrope_convert.formats.spec import LongRopeSpec
 from longrope_convert.verify.reference_model import ReferenceDecoder
 from longrope_convert.verify.reference_moe import softmax_topk_renormalised, sparsemixer_top2
 
+from .gguf_fixtures import converted, gguf_out  # noqa: F401 (a fixture)
+from .onnx_fixtures import onnx_exports  # noqa: F401 (a fixture)
+
 ARCH = "PhimoeForCausalLM"
 REPO = Path(__file__).resolve().parents[2]
 TF4_PATH = Path(os.environ.get("LONGROPE_TF4_PATH", REPO / ".venv-compat" / "tf4"))
@@ -28,12 +31,13 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def phimoe(tmp_path_factory):
-    """The demo's tiny PhiMoE (4 experts, top-2, L_orig 256 -> 1024) baked, plus its GGUF and ONNX."""
-    from longrope_convert.convert.demo.models import build_demo_artifacts, build_demo_models, prepare_workdir
+def phimoe(demo_models, onnx_exports, gguf_out):
+    """The demo's tiny PhiMoE (4 experts, top-2, L_orig 256 -> 1024) baked, plus its GGUF and ONNX (the session's
+    shared ones)."""
+    from longrope_convert.convert.demo.models import DemoArtifacts
 
-    work = prepare_workdir(tmp_path_factory.mktemp("phimoe") / "work")
-    return build_demo_artifacts(build_demo_models(work, (ARCH,))[0])
+    model = demo_models[ARCH]
+    return DemoArtifacts(model, converted(model.baked, gguf_out, "f32", model.gguf_factor_sets), onnx_exports[ARCH][1])
 
 
 @pytest.fixture(scope="module")

@@ -84,13 +84,11 @@ def test_the_precision_floor_leaves_the_twins_own_flips_out():
     assert floor.relative_l2 < 1e-5 and floor.positions == ROWS - 1
 
 
-def test_the_reference_reports_routing_margins_for_moe_only(tmp_path):
-    from longrope_convert.convert.demo.models import build_demo_models, prepare_workdir
+def test_the_reference_reports_routing_margins_for_moe_only(demo_models):
     from longrope_convert.formats.factor_set import FactorSet
     from longrope_convert.verify.reference_run import ReferenceRunner
 
-    work = prepare_workdir(tmp_path / "work")
-    for model in build_demo_models(work, ("PhimoeForCausalLM", "LlamaForCausalLM")):
+    for model in (demo_models["PhimoeForCausalLM"], demo_models["LlamaForCausalLM"]):
         runner = ReferenceRunner(model.baked, None)
         ids = torch.randint(3, 512, (1, 300), generator=torch.Generator().manual_seed(1))
         positions = torch.tensor([0, 17, 255, 299])
@@ -103,9 +101,10 @@ def test_the_reference_reports_routing_margins_for_moe_only(tmp_path):
             assert truth.routing_margin is None and decoded.routing_margin is None
 
 
-def test_onnx_phimoe_at_l_orig_4096_passes_with_its_routing_flips_named(tmp_path):
+def test_onnx_phimoe_at_l_orig_4096_passes_naming_any_routing_flip(tmp_path):
     """The measured case (docs/phimoe.md): the tiny PhiMoE with L_orig 4096, ONNX fp32 at 4,097 tokens, where
-    onnxruntime routes one near-tie token otherwise than the float64 truth."""
+    onnxruntime 1.32 routes one near-tie token (position 3048) otherwise than the float64 truth. Another build may
+    route it alike; either way the case passes, and every flip it names is a near tie that alone failed."""
     from longrope_convert.convert.bake import bake_checkpoint
     from longrope_convert.convert.demo.example_factors import example_long_factors, example_short_factors
     from longrope_convert.convert.demo.tiny_checkpoint import TinyShape, write_tiny_checkpoint
