@@ -75,7 +75,8 @@ def routing_margin(rule: str, scores: torch.Tensor, k: int, eps: float) -> torch
     if rule != "sparsemixer":
         return margin
     for ref in (ranked[:, :1], ranked[:, 1:2]):
-        distance = (_jitter_ratio(scores, ref) - 2 * eps).abs().masked_fill(scores >= ref, float("inf"))  # ref and above: never dropped
+        distance = (_jitter_ratio(scores, ref) - 2 * eps).abs()
+        distance = distance.masked_fill(scores >= ref, float("inf"))  # ref and above: never dropped
         margin = torch.minimum(margin, distance.amin(-1))
     return margin
 
