@@ -19,15 +19,20 @@ from tqdm import tqdm
 from .. import __version__
 from ..formats.artifact_spec import reference_spec as read_reference_spec
 from ..formats.errors import ConfigError, LongRopeError
-from ..formats.factor_set import FactorSet
 from ..formats.hf.checkpoint import Checkpoint, open_checkpoint
 from ..formats.spec import LongRopeSpec
 from ..formats.spec_inputs import with_start_tokens
+from .case_truth import (
+    CaseTruth,
+    TruthRunners,
+    TruthStore,
+    truth_groups,
+    truth_key,
+)
 from .cases import Case, default_cases, parse_lengths, positions_in
 from .device_map import layer_devices, parse_device_map
-from .metrics import LogitComparison, compare_logits
-from .reference_run import CACHE_SEMANTICS, ReferenceRunner, TruthLogits, decode_set_label
-from .routing_flips import excluding_routing_flips, precision_floor
+from .metrics import compare_logits
+from .reference_run import CACHE_SEMANTICS, ReferenceRunner
 from .report import (
     ERROR,
     FAIL,
@@ -38,6 +43,7 @@ from .report import (
     VerifyReport,
     join_notes,
 )
+from .routing_flips import excluding_routing_flips
 from .targets import Target, TargetContext, TargetRequest, open_target
 from .tolerances import Override, failures, tolerance_for
 
@@ -50,10 +56,6 @@ REFERENCE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 class DeviceError(LongRopeError):
     """--device cuda without a CUDA device."""
-
-
-class MemoryBudgetError(LongRopeError):
-    """A case given with --lengths is too long for the reference on this device."""
 
 
 @dataclass(frozen=True)
@@ -142,13 +144,15 @@ def run_verification(opts: VerifyOptions) -> VerifyReport:
     )
     log.info(reference_estimate(checkpoint, reference.dtype, cases))
     ids = token_ids(vocab, max(c.length for c in cases), opts.seed)
+    positions = {case: positions_in(case.position_ranges(vocab, l_orig)) for case in cases}
+    store = TruthStore(runners, ids, positions, truth_groups(cases, targets))
     log.info("verify %s on %s: %d case(s) x %d target(s); reference %s", src, device, len(cases), len(targets),
              report.reference["dtype"])
     try:
         with tqdm(total=len(cases) * len(targets), desc="verify", unit="run", disable=None if opts.progress else True,
                   leave=False) as bar:
             for case in cases:
-                _run_case(case, ids[:, :case.length], vocab, targets, runners, opts.tolerances, report, bar)
+                _run_case(case, ids[:, :case.length], vocab, targets, store, opts.tolerances, report, bar)
     finally:
         for target in targets:
             target.close()
@@ -177,85 +181,23 @@ def _floor_runner(checkpoint: Checkpoint, spec: LongRopeSpec, device: str, refer
     return ReferenceRunner(checkpoint, spec, device, torch.float32, devices)
 
 
-def _run_case(case: Case, ids: torch.Tensor, vocab: int, targets: list[Target], truth_runners: "TruthRunners",
+def _run_case(case: Case, ids: torch.Tensor, vocab: int, targets: list[Target], store: TruthStore,
               overrides: tuple[Override, ...], report: VerifyReport, bar) -> None:
-    ranges = case.position_ranges(vocab, truth_runners.reference.spec.original_max_position_embeddings)
-    positions = positions_in(ranges)
-    truth = _CaseTruth(case, ids, positions, truth_runners)
+    ranges = case.position_ranges(vocab, store.runners.reference.spec.original_max_position_embeddings)
+    positions = store.positions[case]
+    truth = CaseTruth(case, store)
     for target in targets:
         bar.set_postfix_str(f"{target.kind} @ {case.label}")
         report.results.append(_run_target(case, ids, positions, target, truth, overrides, report))
         bar.update(1)
     report.cases.append(CaseInfo(case.name, case.label, case.prefill, case.steps, case.length, len(positions),
                                  truth.labels(), round(truth.seconds, 4), [list(r) for r in ranges],
-                                 truth.floor_dicts()))
+                                 truth.floor_dicts(), truth.tokens))
     log.info("case %s (%s): reference %.1f s; %s", case.label, case.name, truth.seconds,
              ", ".join(f"{r.target} {r.status}" for r in report.results if r.label == case.label))
 
 
-@dataclass
-class TruthRunners:
-    """The float64 reference, and the float32 one whose distance from it is each case's precision floor."""
-
-    reference: ReferenceRunner
-    floor: ReferenceRunner | None
-
-
-class _CaseTruth:
-    """Reference logits for one case, computed once per factor set the targets ask for, with their floor."""
-
-    def __init__(self, case: Case, ids: torch.Tensor, positions: torch.Tensor, runners: TruthRunners):
-        self.case, self.ids, self.positions, self.runners = case, ids, positions, runners
-        self.by_set: dict[tuple[FactorSet | None, str | None], TruthLogits] = {}  # (set or decode, routing rule)
-        self.floors: dict[FactorSet | None, LogitComparison] = {}  # one per set, whatever the routing
-        self.seconds = 0.0
-        self.decode_label = ""
-
-    def logits(self, which: FactorSet | None, routing: str | None = None) -> tuple[TruthLogits, str]:
-        """Prefill: logits with `which`; decode (which=None): the cached steps, each with its own set. `routing`
-        runs the truth with a runtime's own MoE routing rule (llama.cpp's phimoe), so its rope is still checked."""
-        key = (which, routing)
-        if key not in self.by_set:
-            start = time.perf_counter()
-            self.by_set[key] = self._run(self.runners.reference, which, routing)
-            self.seconds += time.perf_counter() - start
-            if self.runners.floor is not None and which not in self.floors:
-                self.floors[which] = precision_floor(self.by_set[key], self._run(self.runners.floor, which, routing))
-        return self.by_set[key], self._label(which)
-
-    def _run(self, runner: ReferenceRunner, which: FactorSet | None, routing: str | None) -> TruthLogits:
-        try:
-            with runner.moe_routing(routing):
-                if which is None:
-                    truth = runner.decode(self.ids, self.case.prefill)
-                    self.decode_label = decode_set_label(list(truth.sets))
-                    return truth
-                return runner.prefill(self.ids, which, self.positions)
-        except torch.cuda.OutOfMemoryError:
-            raise MemoryBudgetError(
-                f"the reference at {self.case.length} tokens does not fit in GPU memory; pass shorter "
-                "--lengths or --reference-dtype float32") from None
-
-    def floor(self, which: FactorSet | None) -> LogitComparison | None:
-        """The case's float32 floor with `which`: measured once per set, with whichever routing rule ran first
-        (the floor is float32 arithmetic; the rule decides only which experts it runs through)."""
-        return self.floors.get(which)
-
-    def _label(self, which: FactorSet | None) -> str:
-        """"short", "long", or the decode steps' sets ("short->long")."""
-        return self.decode_label if which is None else which.value
-
-    def labels(self) -> list[str]:
-        """The sets the truth ran with under the architecture's own routing."""
-        return [self._label(which) for which, routing in self.by_set if routing is None]
-
-    def floor_dicts(self) -> dict[str, dict]:
-        """Per reference set: how far float32 (the runtimes' order of operations) is from the float64 truth."""
-        return {self._label(k): {"rel_l2": f.relative_l2, "kl": f.mean_kl, "top1": f.top1_agreement}
-                for k, f in self.floors.items()}
-
-
-def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: Target, truth: _CaseTruth,
+def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: Target, truth: CaseTruth,
                 overrides: tuple[Override, ...], report: VerifyReport) -> CaseResult:
     result = CaseResult(target=target.name, kind=target.kind, precision=target.precision, artifact=target.path,
                         case=case.name, label=case.label, length=case.length, status=SKIP)
@@ -263,9 +205,8 @@ def _run_target(case: Case, ids: torch.Tensor, positions: torch.Tensor, target: 
     if reason:
         result.note = reason
         return result
-    which = None if case.is_decode else target.expected_set(case)
-    routing = getattr(target, "reference_routing", None)
-    truth_logits, ref_set = truth.logits(which, routing)
+    which, routing = key = truth_key(case, target)
+    truth_logits, ref_set = truth.logits(key)
     result.reference_set = ref_set
     start = time.perf_counter()
     try:
