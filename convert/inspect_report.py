@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..formats.atomic_output import atomic_output_file
-from ..formats.errors import LongRopeError, display_path
+from ..formats.errors import display_path
 from ..formats.factor_compose import ComposedFactors
 from ..formats.factor_files import read_factor_file
 from ..formats.factor_set import LLAMA_CPP_CTX_GRANULARITY, FactorSet
+from ..formats.figure_file import pyplot, save_png
 from ..formats.longrope2 import fit_longrope2
 from ..formats.spec import LongRopeSpec
 
@@ -70,13 +70,7 @@ def plot_spec(spec: LongRopeSpec, png: Path, force: bool = False) -> None:
     """Long and short factors against linear interpolation (s everywhere) and NTK, log scale.
 
     The caller checks `png` first (check_output_path); the PNG appears whole or not at all."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LongRopeError("--plot needs matplotlib: pip install 'longrope-convert[plot]'") from None
+    plt = pyplot()
     dims = list(range(spec.rotary_dim // 2))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(dims, spec.long_factor, "o-", label="long (searched)")
@@ -90,11 +84,7 @@ def plot_spec(spec: LongRopeSpec, png: Path, force: bool = False) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        with atomic_output_file(png, force) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")  # the temp name has no .png suffix to infer it from
-    finally:
-        plt.close(fig)
+    save_png(fig, png, force, dpi=110)
 
 
 def compose_table(composed: ComposedFactors) -> str:

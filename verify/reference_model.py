@@ -92,8 +92,6 @@ class ReferenceDecoder:
         self.weights: DecoderWeights = load_decoder_weights(checkpoint, dtype, device, self.layer_devices)
         self.norm = NORMS[self.arch.norm]
         self.moe_routing = moe_routing or self.arch.moe_routing
-        # sparsemixer's jitter eps (router_jitter_noise): transformers' PhimoeConfig default when absent
-        self.jitter_eps = float(self.config.get("router_jitter_noise", 0.01))
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, factor_set: FactorSet | None = None,
@@ -139,7 +137,7 @@ class ReferenceDecoder:
         x = (x if rows is None else x[:, rows.to(x.device)]) + attended
         hn = self.norm(x, w.post_norm, w.bias(Role.POST_NORM), eps)
         if w.router is not None:  # sparse MoE MLP (PhiMoE)
-            out, margin = moe_mlp(hn, w.router, w.experts, self.geo.experts_per_token, self.jitter_eps,
+            out, margin = moe_mlp(hn, w.router, w.experts, self.geo.experts_per_token, self.geo.router_jitter_eps,
                                   self.moe_routing)
             return x + out, margin
         act = F.silu(_linear(hn, w.gate, w.bias(Role.GATE))) * _linear(hn, w.up, w.bias(Role.UP))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def choose_reference_dtype(device: str, checkpoint: Checkpoint | Path) -> torch.
     """float64 (the truth) on CPU; on CUDA float64 when the float64 weights fit in a third of free memory."""
     if device != "cuda":
         return torch.float64
-    params = sum(math.prod(info.shape) for info in as_checkpoint(checkpoint).tensors.values())
+    params = as_checkpoint(checkpoint).parameter_count
     if params * 8 * 3 < available_gpu_bytes():
         return torch.float64
     log.warning("float64 weights (%.1f GB) do not fit: the reference runs in float32", params * 8 / 1e9)
@@ -70,10 +69,8 @@ class ReferenceRunner:
         """On CUDA: the longest case whose reference KV cache fits in `share` of free memory; None on CPU."""
         if self.device != "cuda":
             return None
-        g = self.model.geo
         itemsize = torch.empty((), dtype=self.dtype).element_size()
-        per_token = 2 * g.num_layers * g.num_kv_heads * g.head_dim * itemsize
-        return int(share * available_gpu_bytes() / per_token)
+        return int(share * available_gpu_bytes() / self.model.geo.kv_cache_bytes(1, itemsize))
 
     def chunk_size(self, length: int) -> int:
         """Query positions per prefill chunk, from the memory actually free (GPU or host).

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..formats.atomic_output import atomic_output_file
 from ..formats.errors import LongRopeError
+from ..formats.figure_file import pyplot, save_png
 from .report import VerifyReport
 
 
 def plot_report(report: VerifyReport, png: Path) -> None:
     """One panel per case that compared positions, one series per target; written whole or not at all."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LongRopeError("--plot needs matplotlib: pip install 'longrope-convert[plot]'") from None
+    plt = pyplot()
     labels = list(dict.fromkeys(label for _, label in report.curves))
     if not labels:
         raise LongRopeError("--plot: no target produced logits to draw (every case was skipped)")
@@ -39,6 +33,4 @@ def plot_report(report: VerifyReport, png: Path) -> None:
         ax.legend(fontsize=7, markerscale=4)
     axes[-1, 0].set_xlabel("position")
     fig.tight_layout()
-    with atomic_output_file(png, force=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, png, force=True, dpi=100)

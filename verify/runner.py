@@ -8,7 +8,6 @@ under test. Every target is loaded fresh here, never reused from an export.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,9 +163,9 @@ def reference_estimate(checkpoint: Checkpoint, dtype: torch.dtype, cases: list[C
     (2 x params per token, plus causal attention's 2 x layers x heads x head_dim x T^2)."""
     g = checkpoint.geometry
     itemsize = torch.empty((), dtype=dtype).element_size()
-    params = sum(math.prod(t.shape) for t in checkpoint.tensors.values())
+    params = checkpoint.parameter_count
     longest = max(c.length for c in cases)
-    cache = 2 * g.num_layers * g.num_kv_heads * g.head_dim * longest * itemsize
+    cache = g.kv_cache_bytes(longest, itemsize)
     flops = sum(2 * params * c.length + 2 * g.num_layers * g.num_heads * g.head_dim * c.length**2 for c in cases)
     return (f"reference ({str(dtype).removeprefix('torch.')}): ~{(params * itemsize + cache) / 2**30:.1f} GiB "
             f"(weights + KV cache at {longest} tokens), ~{flops / 1e12:.2f} TFLOP over {len(cases)} case(s)")

@@ -101,7 +101,7 @@ class LlamaCppTarget:
 def llama_cpp_context_bytes(n_ctx: int, keep: int, geo: ModelGeometry, ubatch: int) -> int:
     """A float32 context of n_ctx: KV cache, two score buffers of heads x ubatch x n_ctx, llama.cpp's and
     llama-cpp-python's logit buffers of one batch each, and our `keep` rows of logits."""
-    kv_cache = 2 * geo.num_layers * n_ctx * geo.num_kv_heads * geo.head_dim * 4
+    kv_cache = geo.kv_cache_bytes(n_ctx, 4)
     scores = 2 * geo.num_heads * min(ubatch, n_ctx) * n_ctx * 4
     return kv_cache + scores + (2 * ubatch + keep) * geo.vocab_size * 4
 

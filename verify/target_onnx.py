@@ -107,7 +107,7 @@ def onnx_forward_bytes(tokens: int, geo: ModelGeometry, attention: str = STANDAR
         qkv = (geo.num_heads + 2 * geo.num_kv_heads) * geo.head_dim
         per_token = (GQA_LIVE_HIDDEN_COPIES * max(geo.hidden_size, qkv)
                      + GQA_LIVE_MLP_COPIES * 2 * geo.intermediate_size) * 4
-        kv_cache = 2 * geo.num_layers * geo.num_kv_heads * geo.head_dim * tokens * 4
+        kv_cache = geo.kv_cache_bytes(tokens, 4)
         return tokens * per_token + kv_cache + logits
     scores = geo.num_heads * tokens * tokens * 4
     return 3 * scores + tokens * tokens + logits

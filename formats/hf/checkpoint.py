@@ -7,6 +7,7 @@ written or loaded.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,11 @@ class Checkpoint:
             raise ConfigError("not a LongRoPE checkpoint (rope type is not longrope/su): run "
                               "`longrope-convert bake` first", self.config_path)
         return self.spec
+
+    @property
+    def parameter_count(self) -> int:
+        """Values in every tensor of the checkpoint."""
+        return sum(math.prod(info.shape) for info in self.tensors.values())
 
     def slots(self) -> dict[str, TensorSlot]:
         """The architecture's tensors by HF name, for this geometry."""

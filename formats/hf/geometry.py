@@ -26,6 +26,11 @@ class ModelGeometry:
     tie_word_embeddings: bool
     num_experts: int = 0  # sparse MoE MLP (PhiMoE's num_local_experts); 0: a dense MLP
     experts_per_token: int = 0  # num_experts_per_tok (top-k routing)
+    router_jitter_eps: float = 0.0  # PhiMoE's sparsemixer eps (router_jitter_noise; transformers' default 0.01)
+
+    def kv_cache_bytes(self, tokens: int, itemsize: int) -> int:
+        """Keys and values of every layer for `tokens` positions at `itemsize` bytes a value."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * tokens * itemsize
 
     @property
     def rotary_dim(self) -> int:
@@ -67,15 +72,17 @@ def geometry(config: dict, source: str = "config.json") -> ModelGeometry:
     )
 
 
-def _experts(config: dict, source: str) -> dict[str, int]:
-    """Expert counts of a sparse MoE config (num_local_experts / num_experts_per_tok); none for a dense one."""
+def _experts(config: dict, source: str) -> dict[str, int | float]:
+    """Expert counts and router eps of a sparse MoE config (num_local_experts / num_experts_per_tok /
+    router_jitter_noise); none for a dense one."""
     if config.get("num_local_experts") is None:
         return {}
     experts = _int(config, "num_local_experts", source)
     per_token = _int(config, "num_experts_per_tok", source, default=2)
     if per_token > experts:
         raise ConfigError(f"'num_experts_per_tok' ({per_token}) exceeds 'num_local_experts' ({experts})", source)
-    return {"num_experts": experts, "experts_per_token": per_token}
+    eps = _number(config, "router_jitter_noise", source, 0.01)
+    return {"num_experts": experts, "experts_per_token": per_token, "router_jitter_eps": eps}
 
 
 MAX_DIMENSION = 1 << 24  # no real model has a dimension (or layer count) near this; larger is a corrupt config

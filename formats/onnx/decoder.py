@@ -72,7 +72,7 @@ def build_decoder_graph(checkpoint: Checkpoint, options: DecoderGraphOptions,
     presents = []
     for i in tqdm(range(geo.num_layers), desc="layers", unit="layer", disable=None, leave=False):
         names = add_layer_weights(b, i, reader.layer(i), checkpoint.windows[i], p, checkpoint.arch.norm,
-                                  float(checkpoint.config.get("router_jitter_noise", 0.01)))
+                                  geo.router_jitter_eps)
         x, k, v = decoder_layer(b, x, names, geo, shared, pasts[i], p)
         presents += [(k, N.present_key(i)), (v, N.present_value(i))]
     final_bias, head_bias = reader.final_norm_bias(), reader.lm_head_bias()  # LayerNorm architectures (PhiMoE)
