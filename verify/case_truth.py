@@ -72,11 +72,12 @@ class TruthStore:
         self._shared: dict[tuple[bool, TruthKey], _SharedForward] = {}  # (twin?, key) -> forward
         self._served: dict[tuple[bool, TruthKey], set[Case]] = {}
 
-    def prefill(self, case: Case, key: TruthKey, twin: bool = False) -> tuple[TruthLogits, int]:
-        """The truth (or its float32 twin) at the case's compared positions, and the tokens of the forward they
-        came from (this case's length, or a longer case's whose prefix it is)."""
+    def prefill(self, case: Case, key: TruthKey, twin: bool = False) -> tuple[TruthLogits, int, bool]:
+        """The truth (or its float32 twin) at the case's compared positions, the tokens of the forward they came
+        from (this case's length, or a longer case's whose prefix it is), and whether that forward ran just now."""
         shared = self._shared.get((twin, key))
-        if shared is None or case not in shared.waiting:
+        ran = shared is None or case not in shared.waiting
+        if ran:
             shared = self._shared[(twin, key)] = self._run_group(case, key, twin)
         shared.waiting.discard(case)
         self._served.setdefault((twin, key), set()).add(case)
@@ -85,7 +86,7 @@ class TruthStore:
         rows = torch.searchsorted(shared.positions, self.positions[case])
         margin = shared.truth.routing_margin
         return TruthLogits(shared.truth.logits[rows.to(shared.truth.logits.device)],
-                           None if margin is None else margin[rows]), shared.tokens
+                           None if margin is None else margin[rows]), shared.tokens, ran
 
     def _run_group(self, case: Case, key: TruthKey, twin: bool) -> _SharedForward:
         """One forward for `case` and every planned case of its group not served yet (just `case` when the plan
@@ -130,7 +131,7 @@ class CaseTruth:
         self.case, self.store = case, store
         self.by_key: dict[TruthKey, TruthLogits] = {}
         self.floors: dict[FactorSet | None, LogitComparison] = {}  # one per set, whatever the routing
-        self.seconds = 0.0
+        self.seconds = 0.0  # running reference forwards (0 when every row was read from an earlier case's)
         self.tokens = case.length  # the longest reference forward this case's rows came from
         self.decode_label = ""
 
@@ -139,20 +140,21 @@ class CaseTruth:
         (llama.cpp's phimoe), so its rope is still checked."""
         if key not in self.by_key:
             start = time.perf_counter()
-            self.by_key[key] = self._truth(key, twin=False)
-            self.seconds += time.perf_counter() - start
+            self.by_key[key], ran = self._truth(key, twin=False)
+            self.seconds += time.perf_counter() - start if ran else 0.0
             if self.store.runners.floor is not None and key[0] not in self.floors:
-                self.floors[key[0]] = precision_floor(self.by_key[key], self._truth(key, twin=True))
+                self.floors[key[0]] = precision_floor(self.by_key[key], self._truth(key, twin=True)[0])
         return self.by_key[key], self._label(key[0])
 
-    def _truth(self, key: TruthKey, twin: bool) -> TruthLogits:
+    def _truth(self, key: TruthKey, twin: bool) -> tuple[TruthLogits, bool]:
+        """The truth for `key` (or its twin), and whether a forward ran for it just now."""
         if self.case.is_decode:
             truth = self.store.decode(self.case, key[1], twin)
             self.decode_label = decode_set_label(list(truth.sets))
-            return truth
-        truth, tokens = self.store.prefill(self.case, key, twin)
+            return truth, True
+        truth, tokens, ran = self.store.prefill(self.case, key, twin)
         self.tokens = max(self.tokens, tokens)
-        return truth
+        return truth, ran
 
     def floor(self, which: FactorSet | None) -> LogitComparison | None:
         """The case's float32 floor with `which`: measured once per set, with whichever routing rule ran first

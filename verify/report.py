@@ -28,7 +28,8 @@ class CaseInfo:
     position_ranges: list[list[int]] = field(default_factory=list)  # [start, end) of the compared positions
     precision_floor: dict[str, dict] = field(default_factory=dict)  # reference set -> float32 vs float64 metrics
     # the tokens of the reference forward this case's truth was read from: its own length, or a longer case's
-    # (same token prefix, causal attention: the same logits); reference_seconds is then 0 for this case
+    # (same token prefix, causal attention: the same logits); the case that ran that forward carries its time in
+    # reference_seconds, the others 0
     reference_tokens: int = 0  # 0: the case's own length
 
     def __post_init__(self):
