@@ -33,6 +33,16 @@ def llama_model(demo_models):
     return demo_models["LlamaForCausalLM"]
 
 
+def cli_result(argv, capsys) -> tuple[int, str, str]:
+    """Run the CLI in-process on `argv` (paths welcome): exit code, stdout, stderr."""
+    from longrope_convert.convert.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file below `folder`, to prove inputs are untouched."""
     return {

@@ -14,7 +14,6 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from longrope_convert.convert.cli import main
 from longrope_convert.convert.export_onnx import export_onnx
 from longrope_convert.formats.factor_set import FactorSet
 from longrope_convert.formats.onnx.metadata import START_TOKENS, read_metadata, spec_from_metadata
@@ -24,6 +23,8 @@ from longrope_convert.verify.metrics import compare_logits
 from longrope_convert.verify.onnx_runner import OnnxDecoderSession
 from longrope_convert.verify.reference_model import ReferenceDecoder
 
+from ..conftest import cli_result as run_cli
+
 N_HAT = 16
 L_ORIG = 256
 FP32_REL_L2 = 1e-4
@@ -32,13 +33,6 @@ ARCHS = ("LlamaForCausalLM", "Phi3ForCausalLM")  # full and partial rotary
 
 def ids(length: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 512, (1, length), generator=torch.Generator().manual_seed(seed))
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,13 @@ import json
 import math
 
 import pytest
-from longrope_convert.convert.cli import main
 from longrope_convert.formats.factor_compose import compose_factor_files, compose_factors
 from longrope_convert.formats.factor_files import read_factor_file
 
+from ..conftest import cli_result as run_cli
+
 STAGE1 = tuple(1.0 + 0.37 * i + 1e-9 * i * i for i in range(8))  # digits that %.6g would lose
 STAGE2 = tuple(1.0 + 0.05 * (i % 3) for i in range(8))
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture()
@@ -110,15 +104,11 @@ def test_real_llama2_files_compose(shared_factors, tmp_path):
 
 
 def test_inspect_of_several_stage_files_shows_each_stage_and_the_product(tmp_path, capsys):
-    from longrope_convert.convert.cli import main
-
     stage1, stage2 = tmp_path / "s1.csv", tmp_path / "s2.csv"
     stage1.write_text("".join(f"{1 + i:.18e}\n" for i in range(8)))
     stage2.write_text("".join(f"{2.0:.18e}\n" for _ in range(8)))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["inspect", str(stage1), str(stage2)])
-    out = capsys.readouterr().out
-    assert exit_info.value.code == 0
+    code, out, _ = run_cli(["inspect", stage1, stage2], capsys)
+    assert code == 0
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [float(r[-1]) for r in rows] == [2.0 * (1 + i) for i in range(8)]
     assert "stage 1" in out and "product" in out

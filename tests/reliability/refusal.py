@@ -6,17 +6,14 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-import pytest
-from longrope_convert.convert.cli import main
-
-from ..conftest import tree_digest
+from ..conftest import cli_result, tree_digest
 from .corpus import Setup
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code, capsys.readouterr().err
+def run_cli(argv: list, capsys) -> tuple[int, str]:
+    """Exit code and stderr of the CLI run in-process."""
+    code, _, err = cli_result(argv, capsys)
+    return code, err
 
 
 def _snapshot(path: Path):

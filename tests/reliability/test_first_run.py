@@ -15,18 +15,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from longrope_convert.convert.cli import main
 
+from ..conftest import cli_result as run_cli
 from ..conftest import tree_digest
 
 PHI3_EXCERPT = "phi-3-mini-128k.config-excerpt.json"
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from longrope_convert.convert.cli import main
 from longrope_convert.formats.errors import CheckpointError
 from longrope_convert.formats.hf.tensor_index import read_safetensors_header
 from longrope_convert.formats.input_paths import confined_file, confinement_root
 
 from ..conftest import tree_digest
-
-
-def run_cli(argv, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    return exit_info.value.code, capsys.readouterr().err
+from .refusal import run_cli
 
 
 def hf_cache_snapshot(checkpoint: Path, hub: Path, repo: str = "models--org--tiny") -> Path:

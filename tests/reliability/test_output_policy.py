@@ -9,9 +9,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from longrope_convert.convert.cli import main
 
 from ..conftest import tree_digest
+from .refusal import run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -20,12 +20,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def src(demo_models) -> Path:
     """A tiny baked checkpoint (read-only for these tests: every case checks it stays byte-identical)."""
     return demo_models["LlamaForCausalLM"].baked
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    return exit_info.value.code, capsys.readouterr().err
 
 
 def snapshot(path: Path):
