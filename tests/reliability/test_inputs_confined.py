@@ -1,6 +1,7 @@
 """Inputs confined to the checkpoint (formats/input_paths.py): an HF cache snapshot, whose files are symlinks into
-its repository's blobs, works; links leaving the checkpoint (or the cache repository) and FIFOs are refused with
-one line naming the file, before anything opens them. safetensors headers follow the library's own rules."""
+its repository's blobs, works; links leaving the checkpoint (or the cache repository), index entries naming files
+outside it, and FIFOs are refused with one line naming the file, before anything opens them. safetensors headers
+follow the library's own rules."""
 
 from __future__ import annotations
 
@@ -137,3 +138,18 @@ def test_a_well_formed_header_passes_both(tmp_path):
     with safe_open(str(path), "np") as fh:
         assert sorted(fh.keys()) == ["a", "b"]
     assert sorted(i.name for i in read_safetensors_header(path)) == ["a", "b"]
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/hostname", "sub/../../outside.safetensors"])
+@pytest.mark.parametrize("command", ["bake", "hf-to-gguf"])
+def test_index_paths_outside_the_checkpoint_are_refused(tmp_path, capsys, llama_model, shard, command):
+    src = tmp_path / "src"
+    shutil.copytree(llama_model.baked, src)
+    (tmp_path / "outside.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"model.norm.weight": shard}}))
+    before = tree_digest(tmp_path)
+    out = tmp_path / ("out.gguf" if command == "hf-to-gguf" else "out")
+    code, err = run_cli([command, src, "-o", out], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "plain file names" in lines[0], lines
+    assert tree_digest(tmp_path) == before and not out.exists()
