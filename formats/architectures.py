@@ -102,7 +102,8 @@ class Architecture:
     }
     attention_roles: ClassVar[tuple[Role, ...]] = (Role.Q, Role.K, Role.V, Role.O)
     mlp_roles: ClassVar[tuple[Role, ...]] = (Role.GATE, Role.UP, Role.DOWN)
-    required_biases: ClassVar[frozenset[Role]] = frozenset()
+    biased_roles: ClassVar[frozenset[Role]] = LINEAR  # weights that may come with a bias
+    required_biases: ClassVar[frozenset[Role]] = frozenset()  # ... and those whose bias must be there
     # llama.cpp: the GGUF arch with both factor sets (None: refused, with the reason) and with one set.
     gguf_pair_arch: ClassVar[str | None] = "llama"
     gguf_single_arch: ClassVar[str] = "llama"
@@ -128,16 +129,22 @@ class Architecture:
         ]
 
     def layer_slots(self, i: int, geo: "ModelGeometry") -> list[TensorSlot]:
-        """Every tensor of layer i in storage order: a weight, then its bias (required or optional)."""
+        """Every tensor of layer i in storage order: a weight, then its bias (required or optional), then a
+        sparse MoE layer's experts."""
         prefix = self.layer_prefix.format(i=i)
         slots = []
         for role in (Role.INPUT_NORM, Role.POST_NORM, *self.attention_roles, *self.mlp_roles):
             name, shape = f"{prefix}.{self.layer_names[role]}", role_shape(role, geo)
             slots.append(TensorSlot(f"{name}.weight", role, shape, i))
-            if role in LINEAR:
+            if role in self.biased_roles:
                 slots.append(TensorSlot(f"{name}.bias", role, shape[:1], i, is_bias=True,
                                         required=role in self.required_biases))
-        return slots
+        return slots + self.expert_slots(prefix, i, geo)
+
+    def expert_slots(self, prefix: str, i: int, geo: "ModelGeometry") -> list[TensorSlot]:
+        """Each expert's gate, up and down of a sparse MoE layer (none for a dense MLP)."""
+        return [TensorSlot(f"{prefix}.{self.layer_names[role].format(e=e)}.weight", role, role_shape(role, geo), i,
+                           expert=e) for e in range(geo.num_experts) for role in EXPERT_ROLES]
 
     def tensor_slots(self, geo: "ModelGeometry") -> list[TensorSlot]:
         """Every tensor the checkpoint may hold, global ones first."""
@@ -230,7 +237,8 @@ class PhiMoE(Architecture):
         Role.EXPERT_UP: "block_sparse_moe.experts.{e}.w3",
         Role.EXPERT_DOWN: "block_sparse_moe.experts.{e}.w2",
     }
-    required_biases = frozenset({Role.Q, Role.K, Role.V, Role.O})
+    mlp_roles = (Role.ROUTER,)  # then the experts
+    biased_roles = required_biases = frozenset({Role.INPUT_NORM, Role.POST_NORM, Role.Q, Role.K, Role.V, Role.O})
     gguf_pair_arch = gguf_single_arch = "phimoe"
     gguf_moe_routing = "softmax_topk"  # llama.cpp's phimoe graph: softmax over all experts, top-2, renormalised
     # Phi-3.5-MoE's published values for the keys its modeling code reads (4 experts keep the tiny model small)
@@ -246,21 +254,6 @@ class PhiMoE(Architecture):
                        is_bias=True),
             TensorSlot(f"{names[Role.LM_HEAD]}.bias", Role.LM_HEAD, (geo.vocab_size,), is_bias=True),
         ]
-
-    def layer_slots(self, i: int, geo: "ModelGeometry") -> list[TensorSlot]:
-        """Norm weight+bias pairs, biased attention, the router, then every expert's gate, up and down."""
-        prefix = self.layer_prefix.format(i=i)
-        slots = []
-        for role in (Role.INPUT_NORM, Role.POST_NORM, *self.attention_roles):
-            name, shape = f"{prefix}.{self.layer_names[role]}", role_shape(role, geo)
-            slots += [TensorSlot(f"{name}.weight", role, shape, i),
-                      TensorSlot(f"{name}.bias", role, shape[:1], i, is_bias=True)]
-        slots.append(TensorSlot(f"{prefix}.{self.layer_names[Role.ROUTER]}.weight", Role.ROUTER,
-                                role_shape(Role.ROUTER, geo), i))
-        for e in range(geo.num_experts):
-            slots += [TensorSlot(f"{prefix}.{self.layer_names[role].format(e=e)}.weight", role, role_shape(role, geo),
-                                 i, expert=e) for role in EXPERT_ROLES]
-        return slots
 
 
 ARCHITECTURES: dict[str, Architecture] = {name: cls() for name, cls in REGISTRY.items()}
