@@ -19,7 +19,8 @@ from ..formats.hf.checkpoint import Checkpoint, as_checkpoint
 from ..formats.hf.rope_keys import rope_theta
 from ..formats.spec import LongRopeSpec, plain_factors
 from .reference_moe import moe_mlp
-from .reference_weights import DecoderWeights, LayerWeights, load_decoder_weights
+from ..formats.hf.weights import LayerWeights
+from .reference_weights import DecoderWeights, load_decoder_weights
 
 
 class KVCache:

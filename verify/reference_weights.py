@@ -7,40 +7,19 @@ has one code path and no knowledge of tensor names.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..formats.architectures import Role
 from ..formats.hf.checkpoint import Checkpoint
-from ..formats.hf.weights import LayerWeights as ArrayLayer
-from ..formats.hf.weights import WeightReader
-
-
-@dataclass
-class LayerWeights:
-    input_norm: torch.Tensor
-    post_norm: torch.Tensor
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
-    o: torch.Tensor
-    gate: torch.Tensor | None  # None in a sparse MoE layer
-    up: torch.Tensor | None
-    down: torch.Tensor | None
-    biases: dict[Role, torch.Tensor] = field(default_factory=dict)
-    router: torch.Tensor | None = None  # [num_experts, hidden]
-    experts: list[dict[Role, torch.Tensor]] = field(default_factory=list)
-
-    def bias(self, role: Role) -> torch.Tensor | None:
-        return self.biases.get(role)
+from ..formats.hf.weights import LayerWeights, WeightReader
 
 
 @dataclass
 class DecoderWeights:
     embed: torch.Tensor
-    layers: list[LayerWeights]
+    layers: list[LayerWeights[torch.Tensor]]
     final_norm: torch.Tensor
     lm_head: torch.Tensor
     final_norm_bias: torch.Tensor | None = None  # LayerNorm architectures (PhiMoE)
@@ -54,7 +33,7 @@ def load_decoder_weights(checkpoint: Checkpoint, dtype: torch.dtype, device: str
     reader = WeightReader(checkpoint)
     devices = layer_devices or [device] * checkpoint.geometry.num_layers
     first, last = (functools.partial(_tensor, device=d, dtype=dtype) for d in (devices[0], devices[-1]))
-    layers = [_layer(reader.layer(i), functools.partial(_tensor, device=devices[i], dtype=dtype))
+    layers = [reader.layer(i).mapped(functools.partial(_tensor, device=devices[i], dtype=dtype))
               for i in range(checkpoint.geometry.num_layers)]
     embed = first(reader.embedding())
     lm_head = embed.to(devices[-1]) if reader.ties_lm_head else last(reader.lm_head())
@@ -64,13 +43,3 @@ def load_decoder_weights(checkpoint: Checkpoint, dtype: torch.dtype, device: str
 
 def _tensor(array: np.ndarray | None, device: str, dtype: torch.dtype) -> torch.Tensor | None:
     return None if array is None else torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
-
-
-def _layer(w: ArrayLayer, tensor) -> LayerWeights:
-    return LayerWeights(
-        input_norm=tensor(w.input_norm), post_norm=tensor(w.post_norm),
-        q=tensor(w.q), k=tensor(w.k), v=tensor(w.v), o=tensor(w.o),
-        gate=tensor(w.gate), up=tensor(w.up), down=tensor(w.down),
-        biases={role: tensor(b) for role, b in w.biases.items()},
-        router=tensor(w.router), experts=[{role: tensor(a) for role, a in e.items()} for e in w.experts],
-    )

@@ -8,7 +8,8 @@ their files (no torch); BF16 becomes float32 exactly, F64 stays float64.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from ..architectures import Role, TensorSlot, role_shape
 from ..errors import CheckpointError
 from .checkpoint import Checkpoint
 from .tensor_index import TensorInfo, bf16_bits_to_float32
+
+Array = TypeVar("Array")  # numpy arrays here; the reference decoder maps them to torch tensors
 
 # A fused role and the split roles it holds, stacked by rows in this order.
 FUSED = {Role.QKV: (Role.Q, Role.K, Role.V), Role.GATE_UP: (Role.GATE, Role.UP)}
@@ -35,24 +38,38 @@ def read_array(info: TensorInfo) -> np.ndarray:
 
 
 @dataclass
-class LayerWeights:
+class LayerWeights(Generic[Array]):
     """One decoder layer in the canonical layout: split projections, [out, in], optional biases by role."""
 
-    input_norm: np.ndarray
-    post_norm: np.ndarray
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    o: np.ndarray
-    gate: np.ndarray | None  # None in a sparse MoE layer (its MLP is `router` + `experts`)
-    up: np.ndarray | None
-    down: np.ndarray | None
-    biases: dict[Role, np.ndarray] = field(default_factory=dict)  # among q, k, v, o, gate, up, down and the norms
-    router: np.ndarray | None = None  # [num_experts, hidden]
-    experts: list[dict[Role, np.ndarray]] = field(default_factory=list)  # per expert: EXPERT_GATE/UP/DOWN, [out, in]
+    input_norm: Array
+    post_norm: Array
+    q: Array
+    k: Array
+    v: Array
+    o: Array
+    gate: Array | None  # None in a sparse MoE layer (its MLP is `router` + `experts`)
+    up: Array | None
+    down: Array | None
+    biases: dict[Role, Array] = field(default_factory=dict)  # among q, k, v, o, gate, up, down and the norms
+    router: Array | None = None  # [num_experts, hidden]
+    experts: list[dict[Role, Array]] = field(default_factory=list)  # per expert: EXPERT_GATE/UP/DOWN, [out, in]
 
-    def bias(self, role: Role) -> np.ndarray | None:
+    def bias(self, role: Role) -> Array | None:
         return self.biases.get(role)
+
+    def mapped(self, convert: Callable) -> "LayerWeights":
+        """The same layer with every array passed through `convert` (absent ones stay None)."""
+        return replace(self, **{f.name: _mapped(getattr(self, f.name), convert) for f in fields(self)})
+
+
+def _mapped(value, convert: Callable):
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {key: _mapped(v, convert) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_mapped(v, convert) for v in value]
+    return convert(value)
 
 
 class WeightReader:
