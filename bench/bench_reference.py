@@ -27,7 +27,8 @@ def build(root: Path) -> Path:
     from longrope_convert.formats.spec_inputs import SpecRequest
 
     plain = write_tiny_checkpoint(root / "plain", "LlamaForCausalLM", TinyShape(**SHAPE), seed=0)
-    long_path, short_path = write_example_factor_files(root, SHAPE["head_dim"])
+    scale = MAX_POSITIONS / SHAPE["original_max_position_embeddings"]
+    long_path, short_path = write_example_factor_files(root, SHAPE["head_dim"], scale)
     request = SpecRequest(long_factors=long_path, short_factors=short_path, max_position_embeddings=MAX_POSITIONS)
     return bake_checkpoint(plain, root / "baked", request).output
 

@@ -60,9 +60,10 @@ def prepare_workdir(workdir: Path) -> Path:
     return workdir
 
 
-def write_example_factor_files(folder: Path, rotary_dim: int) -> tuple[Path, Path]:
-    """The bundled example factors, in the LongRoPE search's one-value-per-line layout."""
-    scale = DEMO_MAX / DEMO_L_ORIG
+def write_example_factor_files(folder: Path, rotary_dim: int, scale: float = DEMO_MAX / DEMO_L_ORIG,
+                               ) -> tuple[Path, Path]:
+    """The bundled example factors for a context extension by `scale` (the demo's by default), in the LongRoPE
+    search's one-value-per-line layout."""
     long_path, short_path = folder / "long_factors.csv", folder / "short_factors.csv"
     long_path.write_text("".join(f"{v:.18e}\n" for v in example_long_factors(rotary_dim, scale)))
     short_path.write_text("".join(f"{v:.18e}\n" for v in example_short_factors(rotary_dim)))
