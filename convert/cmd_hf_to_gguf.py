@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -33,7 +37,11 @@ def hf_to_gguf(src: Path, out: Path, outtype: str, factor_sets: str, spec_reques
 
     llama.cpp then uses the long factors iff its context size (-c, rounded up to 256) exceeds the original
     context L_orig; -c 0 means the full trained context, so long."""
+    if "numpy" not in sys.modules:
+        # numpy's OpenBLAS would start a thread per core at import (~50 ms) that then spins; nothing here uses BLAS
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .hf_to_gguf import convert_hf_to_gguf
 
     convert_hf_to_gguf(src, out, spec_request, outtype=outtype, factor_sets=factor_sets, no_vocab=no_vocab,
                        force=force)
+    atexit.register(gc.freeze)  # the interpreter's exit then skips collecting every object it made: 40-75 ms

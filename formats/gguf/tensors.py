@@ -2,7 +2,7 @@
 
 Nothing is loaded up front: each `TensorPlan` splits into `Chunk`s of whole rows (and whole heads, when permuted),
 each read into a reused buffer when it is converted, so peak memory stays a few chunks whatever the model size.
-Chunks are independent: the writer converts several at once in worker threads (formats/gguf/writer.py).
+Chunks are independent: the writer converts several at once in worker processes (formats/gguf/writer.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ from .layouts import GgufLayout
 # cache from reading to write() and give ~50 MB peak RSS and the best time; 32 MB gave 160 MB. The conversion alone with
 # two workers (2026-11-27): 256 KB chunks 3.4-3.9 s, 512 KB 2.5 s, 1 MB 1.8-1.9 s, 2 MB no better, 4 MB 2.0-2.4 s.
 CHUNK_BYTES = 1 << 20
+# The kernel's copies between the page cache and a buffer (read and write) ran 8-10x slower here (AMD EPYC, 2 vs
+# 19 GB/s) when the buffer's address was 1-31 bytes past the file offset within a page: each chunk is read and
+# written at the same position within a page as its file offset, so every copy runs page to page.
+PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class TensorPlan:
 @dataclass(frozen=True, eq=False)
 class Chunk:
     """Rows r0..r1 of one source tensor of a plan (or a factor set's values), read and converted on demand, by
-    whichever worker thread of the writer takes it."""
+    whichever worker process of the writer takes it."""
 
     plan: TensorPlan
     info: TensorInfo | None = None
@@ -98,18 +102,21 @@ class Chunk:
             return self.plan.source_nbytes
         return (self.r1 - self.r0) * _row_layout(self.info)[2]
 
-    def convert(self, buffers: ChunkBuffers | None = None) -> np.ndarray:
+    def convert(self, buffers: ChunkBuffers | None = None, offset: int = 0) -> np.ndarray:
         """The chunk's output bytes as a contiguous array, read and (bf16 -> f16) converted into `buffers` when
-        given and large enough: the result may be a view of them, valid until they are used again."""
+        given and large enough: the result may be a view of them, valid until they are used again, placed at the
+        position within a page of `offset`, where it goes in the output file (see PAGE)."""
         plan, info = self.plan, self.info
         if info is None:
             return np.asarray(plan.values, dtype=np.float32)
         view, row_shape, row_bytes = _row_layout(info)
-        raw = _read_rows(info, view, self.r0, self.r1, row_shape, row_bytes, buffers and buffers.read)
+        into = buffers and buffers.read[(info.begin + self.r0 * row_bytes) % PAGE:]
+        raw = _read_rows(info, view, self.r0, self.r1, row_shape, row_bytes, into)
         if plan.head_rows:
             raw = _interleaved_heads(raw, plan.head_rows)
         if not plan.centre and fills_buffer(info.dtype, plan.qtype):
-            return convert_chunk(raw, info.dtype, plan.qtype, _buffer_view(buffers and buffers.out, raw.shape))
+            out = _buffer_view(buffers and buffers.out[offset % PAGE:], raw.shape)
+            return convert_chunk(raw, info.dtype, plan.qtype, out)
         raw = raw.reshape(self.r1 - self.r0, *row_shape) if info.shape else raw  # permuted: a copy, as before
         if plan.centre:
             return np.ascontiguousarray(convert_chunk(_centred(to_float32(raw, info.dtype), plan.centre,
@@ -120,14 +127,20 @@ class Chunk:
 @dataclass(frozen=True)
 class ChunkBuffers:
     """One worker's reused memory: the source bytes of its chunk and their conversion (a fresh 1 MB array per
-    chunk would fault its pages in again every time)."""
+    chunk would fault its pages in again every time). Both start at a page boundary and are a page longer than a
+    chunk, which starts at its file offset modulo PAGE."""
 
     read: np.ndarray
     out: np.ndarray
 
     @classmethod
     def of_size(cls, nbytes: int) -> ChunkBuffers:
-        return cls(np.empty(nbytes, np.uint8), np.empty(nbytes, np.uint8))
+        return cls(_page_aligned(nbytes + PAGE), _page_aligned(nbytes + PAGE))
+
+
+def _page_aligned(nbytes: int) -> np.ndarray:
+    base = np.empty(nbytes + PAGE, np.uint8)
+    return base[-base.ctypes.data % PAGE:][:nbytes]
 
 
 def _interleaved_heads(raw: np.ndarray, head_rows: int) -> np.ndarray:

@@ -218,7 +218,7 @@ def test_bf16_source_is_quantized_from_a_bf16_intermediate(tmp_path, monkeypatch
         seen["types"] = {t.tensor_type for t in gguf.GGUFReader(src).tensors if len(t.shape) >= 2}
         return real(src, dst, outtype, n_tensors, progress)
 
-    monkeypatch.setattr("longrope_convert.convert.hf_to_gguf.quantize_gguf", spy)
+    monkeypatch.setattr(quantize, "quantize_gguf", spy)
     request = SpecRequest(long_factors=long_path, short_factors=short_path, max_position_embeddings=1024)
     convert_hf_to_gguf(plain, tmp_path / "q.gguf", request, outtype="q6_k", no_vocab=True, progress=False)
     assert seen["types"] == {Q.BF16}

@@ -5,7 +5,10 @@ caller's error, with nothing left at the output."""
 from __future__ import annotations
 
 import os
-import threading
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -109,21 +112,19 @@ def test_tiny_chunks_and_one_worker_give_the_same_bytes(tmp_path, monkeypatch, b
     convert_hf_to_gguf(src, reference, request, outtype="f16", no_vocab=True, progress=False)
     monkeypatch.setattr(tensors, "CHUNK_BYTES", 100)
     for workers in (1, 2):
-        monkeypatch.setattr(writer.ChunkWriters.__init__, "__defaults__", (workers,))
+        monkeypatch.setattr(writer, "WORKERS", workers)
         out = tmp_path / f"tiny-chunks-{workers}.gguf"
         convert_hf_to_gguf(src, out, request, outtype="f16", no_vocab=True, progress=False)
         assert out.read_bytes() == reference.read_bytes()
 
 
 def _fail_reads_from(monkeypatch, n: int, path: Path) -> None:
-    """Every read of tensor rows from the n-th on (counted across the worker threads) fails like a bad shard."""
-    real, lock, calls = tensors._read_rows, threading.Lock(), [0]
+    """Every read of tensor rows from a worker's n-th on fails like a bad shard."""
+    real, calls = tensors._read_rows, [0]
 
     def failing(*args, **kwargs):
-        with lock:
-            calls[0] += 1
-            count = calls[0]
-        if count >= n:
+        calls[0] += 1  # in the worker process: each counts its own reads
+        if calls[0] >= n:
             raise CheckpointError("simulated read failure", path)
         return real(*args, **kwargs)
 
@@ -152,31 +153,130 @@ def test_a_workers_read_error_is_one_error_line_and_exit_2(tmp_path, monkeypatch
     assert not out.exists() and not list(tmp_path.glob(".out.gguf.partial-*"))
 
 
-def test_an_error_stops_the_other_workers(tmp_path):
-    """The first failing chunk ends the run: the other worker finishes its chunk and takes no more."""
-    taken = []
+class _FakeChunk:
+    """An 8-byte chunk whose conversion records its index in `log` (shared by the worker processes), sleeps a
+    little, and does what `fail` says at index 3: raise an error, or kill its own process."""
 
-    class Fake:
-        plan = SimpleNamespace(name="t", nbytes=8, source_nbytes=8)
-        nbytes = source_nbytes = 8
+    plan = SimpleNamespace(name="t", nbytes=8, source_nbytes=8)
+    nbytes = source_nbytes = 8
 
-        def __init__(self, i):
-            self.i = i
+    def __init__(self, i: int, log: Path, fail: str):
+        self.i, self.log, self.fail = i, log, fail
 
-        def convert(self, buffers):
-            taken.append(self.i)
-            if self.i == 3:
-                raise CheckpointError("chunk 3 is bad")
-            return np.zeros(8, np.uint8)
+    def convert(self, buffers, offset):
+        with open(self.log, "a") as f:
+            f.write(f"{self.i}\n")
+        if self.i == 3 and self.fail == "error":
+            raise CheckpointError("chunk 3 is bad")
+        if self.i == 3 and self.fail == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.002)
+        return np.full(8, self.i % 256, np.uint8)
 
+
+class _Progress:
+    total = 0
+
+    def update(self, n: int) -> None:
+        self.total += n
+
+
+def _run_fake_chunks(tmp_path: Path, count: int, fail: str = "", workers: int = 2) -> tuple[list[int], _Progress]:
+    log, progress = tmp_path / "taken", _Progress()
     fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        run = writer.ChunkWriters(fd, ((Fake(i), 8 * i) for i in range(10_000)), writer._NoProgress())
-        with pytest.raises(CheckpointError, match="chunk 3"):
-            run.run()
+        writer.run_workers(fd, ((_FakeChunk(i, log, fail), 8 * i) for i in range(count)), progress, workers)
     finally:
         os.close(fd)
-    assert 3 in taken and len(taken) < 10
+        taken = [int(line) for line in log.read_text().split()] if log.exists() else []
+    return taken, progress
+
+
+def test_the_workers_write_every_chunk_once_and_report_progress(tmp_path):
+    taken, progress = _run_fake_chunks(tmp_path, 50)
+    assert sorted(taken) == list(range(50)) and progress.total == 50 * 8
+    assert (tmp_path / "out").read_bytes() == bytes(np.repeat(np.arange(50, dtype=np.uint8), 8))
+
+
+def test_an_error_stops_the_other_workers(tmp_path):
+    """The first failing chunk ends the run (10,000 chunks of 2 ms would take 10 s): the error is the caller's."""
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="chunk 3 is bad"):
+        _run_fake_chunks(tmp_path, 10_000, "error")
+    assert time.perf_counter() - start < 5
+    taken = [int(line) for line in (tmp_path / "taken").read_text().split()]
+    assert 3 in taken and len(taken) < 2000
+
+
+def test_a_killed_worker_is_an_error(tmp_path):
+    with pytest.raises(RuntimeError, match="GGUF writer process ended with status -9"):
+        _run_fake_chunks(tmp_path, 10_000, "kill")
+
+
+CTRL_C_SCRIPT = """
+import os, signal, sys, time
+import numpy as np
+from longrope_convert.formats.gguf import writer
+
+class Slow:
+    nbytes = source_nbytes = 8
+    def convert(self, buffers, offset):
+        with open(sys.argv[1], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        time.sleep(0.01)
+        return np.zeros(8, np.uint8)
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o600)
+writer.run_workers(fd, ((Slow(), 8 * i) for i in range(10_000)), writer._NoProgress())
+"""
+
+
+def test_ctrl_c_to_the_process_group_ends_the_workers_with_the_parent(tmp_path):
+    """The workers ignore SIGINT: the parent gets KeyboardInterrupt and kills them before it propagates."""
+    log = tmp_path / "pids"
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(log), str(tmp_path / "out")],
+                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(set(log.read_text().split()) if log.exists() else ()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    workers = {int(pid) for pid in log.read_text().split()}
+    assert "KeyboardInterrupt" in err and len(workers) == 2, err
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_preallocation_keeps_the_size_and_allocates_the_blocks(tmp_path):
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        writer._preallocate(fd, 1 << 20)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    assert st.st_size == 0
+    if st.st_blocks == 0:
+        pytest.skip("no fallocate here (not Linux, or a filesystem without it): the writes allocate")
+    assert st.st_blocks * 512 >= 1 << 20
+
+
+def test_chunks_are_read_and_converted_at_their_file_offsets_page_position(monkeypatch, bf16_llama):
+    """The kernel's page-cache copies run at full speed only then (see tensors.PAGE)."""
+    src, request = bf16_llama
+    plans = hf_to_gguf.plan_conversion(src, request, "f16", "pair", True).plans
+    reads = []
+
+    def spy(info, view, r0, r1, row_shape, row_bytes, into=None):
+        reads.append((into.ctypes.data - (info.begin + r0 * row_bytes)) % tensors.PAGE)
+        return real(info, view, r0, r1, row_shape, row_bytes, into)
+
+    real = tensors._read_rows
+    monkeypatch.setattr(tensors, "_read_rows", spy)
+    buffers = tensors.ChunkBuffers.of_size(1 << 16)
+    outs = [(chunk.convert(buffers, offset).ctypes.data - offset) % tensors.PAGE
+            for plan in plans if plan.source is not None and plan.qtype == gguf.GGMLQuantizationType.F16
+            for chunk in plan.chunks(1 << 16) for offset in (0, 8, 4064, 12352)]
+    assert reads and set(reads) == {0} and outs and set(outs) == {0}
 
 
 @pytest.mark.parametrize("value", [
