@@ -62,7 +62,9 @@ def write_gguf(
         start = gguf.GGUFWriter.ggml_pad(position, writer.data_alignment)
         end = _write_padding(fd, position, start, plans, writer.data_alignment)
         _preallocate(fd, end)
-        run_workers(fd, _placed_chunks(plans, start, writer.data_alignment), bar)
+        # listed before the fork: a centred tensor's column mean (a pass over the whole tensor) is then computed
+        # once, here, not by every worker walking the chunks
+        run_workers(fd, list(_placed_chunks(plans, start, writer.data_alignment)), bar)
         if os.fstat(fd).st_size != end:
             raise RuntimeError(f"GGUF is {os.fstat(fd).st_size} bytes, planned {end}")
     finally:
